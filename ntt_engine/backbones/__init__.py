@@ -1,0 +1,44 @@
+"""Backbone factory: config names → FeatureEncoder / ProposalGenerator instances."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..checkpoints import resolve
+from ..config import EngineConfig
+from ..protocols import FeatureEncoder, ProposalGenerator
+
+log = logging.getLogger(__name__)
+
+TEST_ENCODERS = ("test_colour_texture",)
+TEST_PROPOSERS = ("test_connected_components",)
+
+
+def pick_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_encoder(config: EngineConfig) -> FeatureEncoder:
+    if config.encoder in TEST_ENCODERS:
+        from .test_backbones import ColourTextureEncoder
+        return ColourTextureEncoder()
+    from .dinov2 import DinoV2Encoder
+    checkpoint = None if config.random_weights else resolve(
+        config.encoder_checkpoint or config.encoder, sha256=config.encoder_sha256)
+    return DinoV2Encoder(config.encoder, checkpoint, input_size=config.encoder_input_size,
+                         device=pick_device(config.device), random_weights=config.random_weights)
+
+
+def build_proposer(config: EngineConfig) -> ProposalGenerator:
+    if config.proposer in TEST_PROPOSERS:
+        from .test_backbones import ConnectedComponentProposer
+        return ConnectedComponentProposer()
+    from .sam2_proposer import Sam2ProposalGenerator
+    checkpoint = None if config.random_weights else resolve(
+        config.proposer_checkpoint or config.proposer, sha256=config.proposer_sha256)
+    return Sam2ProposalGenerator(config.proposer, checkpoint, device=pick_device(config.device),
+                                 points_batch_size=config.points_batch_size,
+                                 add_no_mem_embed=config.add_no_mem_embed, random_weights=config.random_weights)

@@ -1,0 +1,84 @@
+"""Engine configuration and presets (ALGORITHM.md §5 and §10 for `paper`, §9/§11 switches for the others)."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PRESETS = ("paper", "fast", "synthetic")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    preset_name: str = "paper"
+    # --- backbones (names from ntt_engine.checkpoints.REGISTRY, or the shipped test backbones) ---
+    encoder: str = "dinov2_vitl14"
+    encoder_checkpoint: str | None = None  # local path or URL overriding the registry
+    encoder_sha256: str | None = None  # pin a digest for the encoder checkpoint
+    encoder_input_size: int = 518  # DINOv2 input side (pixels, multiple of 14)
+    proposer: str = "sam2_hiera_large"
+    proposer_checkpoint: str | None = None
+    proposer_sha256: str | None = None
+    add_no_mem_embed: bool = False  # the reference implementation omits it (ALGORITHM.md §3.2)
+    random_weights: bool = False  # smoke tests only: no checkpoint is loaded, predictions are meaningless
+    # --- proposals (§3) ---
+    points_per_side: int = 32
+    points_batch_size: int = 64  # prompts per decoder batch; any value works, leftovers are never dropped
+    iou_threshold: float = 0.4  # keep proposals with predicted IoU strictly above this
+    # --- references (§2.1) ---
+    reference_context: float = 0.2
+    reference_crop: bool = True  # paper: encode an object-centred crop per reference; False: pool the whole image
+    reference_mask_sampling: str = "nearest"  # "nearest" (paper: patch corner) or "area" (coverage, §9.4)
+    max_references_per_class: int | None = None
+    # --- matching and selection (§4) ---
+    nms_threshold: float = 0.5
+    nms_cap_factor: int = 8
+    merge_exponent: float = 0.5
+    merge_at_proposal_resolution: bool = False  # §9.8: IoS at the proposal resolution instead of full resolution
+    max_instances: int = 100
+    use_negatives: bool = False  # §9.5: negative prototypes mined from negative images
+    negative_temperature: float = 0.8
+    # --- input limits ---
+    max_image_pixels: int = 40_000_000  # refuse larger images (decompression bombs; full-res output masks)
+    max_image_side: int = 4096  # larger images are downscaled (bounded memory), results mapped back
+    # --- runtime ---
+    device: str = "auto"
+    num_threads: int | None = None
+    cache_bytes: int = 512 * 1024 * 1024
+
+    @staticmethod
+    def preset(name: str, **overrides: Any) -> "EngineConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        base: dict[str, Any] = {"preset_name": name}
+        if name == "fast":
+            base.update(encoder="dinov2_vits14", proposer="sam2.1_hiera_tiny", points_per_side=16,
+                        reference_mask_sampling="area")
+        elif name == "synthetic":
+            base.update(encoder="test_colour_texture", proposer="test_connected_components",
+                        encoder_input_size=224, points_per_side=24, reference_crop=False,
+                        reference_mask_sampling="area", merge_at_proposal_resolution=True)
+        return dataclasses.replace(EngineConfig(), **{**base, **overrides})
+
+    @staticmethod
+    def from_file(path: str | Path) -> "EngineConfig":
+        """A JSON file: {"preset": "fast", ...overrides}."""
+        data = json.loads(Path(path).read_text())
+        name = data.pop("preset", "paper")
+        unknown = set(data) - {f.name for f in dataclasses.fields(EngineConfig)}
+        if unknown:
+            raise ValueError(f"{path}: unknown engine config keys {sorted(unknown)}")
+        return EngineConfig.preset(name, **data)
+
+    def config_id(self) -> str:
+        """Short stable id of everything that changes predictions (not runtime knobs)."""
+        runtime = {"device", "num_threads", "cache_bytes", "points_batch_size"}
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in runtime}
+        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+        return f"{self.preset_name}-{digest}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

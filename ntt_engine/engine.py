@@ -1,0 +1,274 @@
+"""The engine: references in, instance masks out. Ties the stages together and caches per-image work.
+
+    engine = Engine(EngineConfig.preset("fast"))
+    engine.add_reference("img-1", image, labels=["cat"], masks=[cat_mask])
+    instances = engine.predict(other_image)
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .backbones import build_encoder, build_proposer
+from .cache import ByteLRU
+from .config import EngineConfig
+from .export import mask_to_bbox
+from .image_io import ImageSource, bounded, load_image
+from .matching import MatchSettings, class_aware_nms, classify, nms_cap, select_detections, upsample_logits
+from .memory import MemoryBank, MemoryEntry, MemoryFormatError
+from .pooling import pool_proposals
+from .protocols import FeatureEncoder, ProposalGenerator
+from .references import ReferenceError, check_masks, pool_references
+from .types import Instance, PatchFeatures, PromptSet, Proposals
+
+log = logging.getLogger(__name__)
+
+MINED_NEGATIVES_PER_IMAGE = 10
+
+
+@dataclass(frozen=True)
+class ImageAnalysis:
+    """Everything about one image that does not depend on the memory: reused after every memory change."""
+
+    features: PatchFeatures
+    proposals: Proposals  # already through the quality gate
+    vectors: torch.Tensor  # [n, C] L2-normalised proposal descriptors
+    valid: torch.Tensor  # [n] False for empty masks
+    prompts_used: int
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    original: np.ndarray  # RGB uint8 at the caller's resolution
+    work: np.ndarray  # bounded copy the backbones see
+    key: str
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        return self.original.shape[0], self.original.shape[1]
+
+    @property
+    def scale(self) -> float:
+        return self.work.shape[0] / self.original.shape[0]
+
+
+def grid_points(image_size: tuple[int, int], per_side: int, frame: int = 1024) -> np.ndarray:
+    """The paper's grid, `linspace(0, frame−1, n) + 0.5` in a squashed frame×frame image, in original pixels."""
+    height, width = image_size
+    axis = np.linspace(0, frame - 1, per_side) + 0.5
+    xs, ys = np.meshgrid(axis * width / frame, axis * height / frame)
+    return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
+
+
+class Engine:
+    def __init__(self, config: EngineConfig | None = None, encoder: FeatureEncoder | None = None,
+                 proposer: ProposalGenerator | None = None, memory: MemoryBank | None = None):
+        self.config = config or EngineConfig.preset("paper")
+        if self.config.num_threads:
+            torch.set_num_threads(self.config.num_threads)
+        self.encoder = encoder if encoder is not None else build_encoder(self.config)
+        self.proposer = proposer if proposer is not None else build_proposer(self.config)
+        self.memory = memory if memory is not None else MemoryBank(self.encoder.name,
+                                                                   self.config.max_references_per_class)
+        self._check_memory(self.memory)
+        self._analyses: ByteLRU[ImageAnalysis] = ByteLRU(self.config.cache_bytes)
+        self._features: ByteLRU[PatchFeatures] = ByteLRU(self.config.cache_bytes // 4)
+        self._embeddings: ByteLRU[Any] = ByteLRU(self.config.cache_bytes // 2)
+        self._lock = threading.RLock()
+        self.settings = MatchSettings(self.config.nms_threshold,
+                                      nms_cap(self.config.max_instances, self.config.nms_cap_factor),
+                                      self.config.merge_exponent, self.config.max_instances,
+                                      self.config.negative_temperature)
+
+    # ----- identity -----
+    @property
+    def model_id(self) -> str:
+        """Config id plus the backbones' identities (weights included): what makes predictions comparable."""
+        digest = hashlib.sha256(f"{self.config.config_id()}|{self.encoder.name}|{self.proposer.name}".encode())
+        return f"{self.config.preset_name}-{digest.hexdigest()[:8]}"
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.model_id}.r{self.memory.revision}"
+
+    # ----- memory -----
+    def _check_memory(self, memory: MemoryBank) -> None:
+        if memory.encoder_name not in (None, self.encoder.name):
+            raise MemoryFormatError(f"the memory was built with encoder {memory.encoder_name!r}, this engine uses "
+                                    f"{self.encoder.name!r}; rebuild the memory from the references")
+        memory.encoder_name = self.encoder.name
+        memory.max_per_class = self.config.max_references_per_class
+
+    def load_memory(self, path: str | Path) -> None:
+        memory = MemoryBank.load(path)
+        self._check_memory(memory)
+        with self._lock:
+            self.memory = memory
+
+    def save_memory(self, path: str | Path) -> None:
+        with self._lock:
+            self.memory.save(path)
+
+    def add_reference(self, ref_id: str, image: ImageSource, labels: Sequence[str],
+                      masks: Sequence[np.ndarray] | None = None, boxes: np.ndarray | None = None,
+                      image_key: str | None = None) -> int:
+        """Store every (mask, label) of one image under `ref_id`, replacing what was there. Boxes (xyxy, original
+        pixels) are turned into masks by the proposer. Returns the number of references stored. Atomic: on any
+        error the memory is unchanged."""
+        with self._lock:
+            prepared = self._prepare(image, image_key)
+            if boxes is not None:
+                masks = self._masks_from_boxes(prepared, np.asarray(boxes, np.float32).reshape(-1, 4))
+            masks = check_masks(list(masks or []), list(labels), prepared.original_size)
+            if not masks:
+                raise ReferenceError(f"reference {ref_id!r} has no regions; use add_negative for an image "
+                                     "without any of the classes")
+            work_masks = [self._to_work(mask, prepared) for mask in masks]
+            pooled = pool_references(prepared.work, work_masks, list(labels), self.encoder,
+                                     self.config.reference_crop, self.config.reference_context,
+                                     self.config.reference_mask_sampling, lambda: self._whole_features(prepared))
+            self.memory.set_reference(ref_id, [MemoryEntry(p.label, p.vector) for p in pooled])
+            log.info("reference %s: %d region(s) %s -> memory revision %d", ref_id, len(pooled),
+                     sorted({p.label for p in pooled}), self.memory.revision)
+            return len(pooled)
+
+    def add_negative(self, ref_id: str, image: ImageSource, image_key: str | None = None) -> int:
+        """Record an image that contains none of the classes. With `use_negatives`, its current false positives
+        become negative prototypes (§9.5); returns how many were mined."""
+        with self._lock:
+            mined: list[MemoryEntry] = []
+            if self.config.use_negatives:
+                prepared = self._prepare(image, image_key)
+                mined = self._mine_negatives(self._analyse(prepared))
+            self.memory.set_reference(ref_id, mined, negative_image=True)
+            log.info("negative image %s: %d mined false positive(s) -> memory revision %d", ref_id, len(mined),
+                     self.memory.revision)
+            return len(mined)
+
+    def remove_reference(self, ref_id: str) -> None:
+        with self._lock:
+            self.memory.remove(ref_id)
+            log.info("removed reference %s -> memory revision %d", ref_id, self.memory.revision)
+
+    # ----- inference -----
+    def predict(self, image: ImageSource, image_key: str | None = None,
+                score_threshold: float = 0.0) -> list[Instance]:
+        """Instances in the original image's pixels, best score first. Empty when the memory has no classes."""
+        with self._lock:
+            prepared = self._prepare(image, image_key)
+            analysis = self._analyse(prepared)
+            prototypes = self.memory.prototypes()
+            negatives = self.memory.prototypes(negative=True) if self.config.use_negatives else None
+            merge_size = None if self.config.merge_at_proposal_resolution else prepared.work.shape[:2]
+            detections = select_detections(analysis.proposals.logits, analysis.proposals.quality, analysis.vectors,
+                                           analysis.valid, prototypes, self.settings, merge_size, negatives)
+            instances = []
+            keep = detections.score > score_threshold
+            index, label, score = detections.index[keep], detections.label[keep], detections.score[keep]
+            masks = upsample_logits(analysis.proposals.logits[index], prepared.original_size)
+            for mask, cls, value, proposal in zip(masks.numpy(), label.tolist(), score.tolist(), index.tolist()):
+                if mask.any():
+                    instances.append(Instance(prototypes.labels[cls], float(value), mask, mask_to_bbox(mask),
+                                              float(analysis.proposals.quality[proposal])))
+            return instances
+
+    def segment(self, image: ImageSource, prompts: PromptSet, image_key: str | None = None) -> list[Instance]:
+        """Interactive prompting (clicks or boxes, original pixels) → masks labelled "" with the proposer's score."""
+        with self._lock:
+            prepared = self._prepare(image, image_key)
+            proposals = self._segment(prepared, prompts)
+            masks = upsample_logits(proposals.logits, prepared.original_size).numpy()
+            return [Instance("", float(q), m, mask_to_bbox(m), float(q)) for m, q in zip(masks, proposals.quality)]
+
+    def analyse(self, image: ImageSource, image_key: str | None = None) -> ImageAnalysis:
+        with self._lock:
+            return self._analyse(self._prepare(image, image_key))
+
+    # ----- internals -----
+    def _prepare(self, image: ImageSource, image_key: str | None) -> PreparedImage:
+        original = load_image(image, self.config.max_image_pixels)
+        if original.shape[0] * original.shape[1] > self.config.max_image_pixels:
+            raise ValueError(f"image of {original.shape[1]}x{original.shape[0]} pixels is above max_image_pixels="
+                             f"{self.config.max_image_pixels}")
+        work, _ = bounded(original, self.config.max_image_side)
+        key = image_key or hashlib.sha1(original.tobytes() + str(original.shape).encode()).hexdigest()
+        return PreparedImage(original, work, key)
+
+    def _to_work(self, mask: np.ndarray, prepared: PreparedImage) -> np.ndarray:
+        if prepared.work.shape[:2] == mask.shape:
+            return mask
+        size = (prepared.work.shape[1], prepared.work.shape[0])
+        return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.BILINEAR)) >= 128
+
+    def _embedding(self, prepared: PreparedImage) -> Any:
+        embedding = self._embeddings.get(prepared.key)
+        if embedding is None:
+            embedding = self.proposer.embed(prepared.work)
+            self._embeddings.put(prepared.key, embedding)
+        return embedding
+
+    def _whole_features(self, prepared: PreparedImage) -> PatchFeatures:
+        analysis = self._analyses.get(prepared.key)
+        if analysis is not None:
+            return analysis.features
+        features = self._features.get(prepared.key)
+        if features is None:
+            features = self.encoder.encode(prepared.work)
+            self._features.put(prepared.key, features)
+        return features
+
+    def _analyse(self, prepared: PreparedImage) -> ImageAnalysis:
+        analysis = self._analyses.get(prepared.key)
+        if analysis is not None:
+            return analysis
+        features = self._whole_features(prepared)
+        points = grid_points(prepared.work.shape[:2], self.config.points_per_side)
+        proposals = self.proposer.propose(self._embedding(prepared), points)
+        if len(proposals) != len(points):
+            raise RuntimeError(f"proposer {self.proposer.name} returned {len(proposals)} proposals for "
+                               f"{len(points)} prompts")
+        proposals = proposals.select(torch.nonzero(proposals.quality > self.config.iou_threshold).flatten())
+        vectors, valid = pool_proposals(features, proposals.masks)
+        analysis = ImageAnalysis(features, proposals, vectors, valid, len(points))
+        self._analyses.put(prepared.key, analysis)
+        return analysis
+
+    def _segment(self, prepared: PreparedImage, prompts: PromptSet) -> Proposals:
+        scale = prepared.scale
+        scaled = PromptSet(np.asarray(prompts.points, np.float32).reshape(-1, 2) * scale,
+                           np.asarray(prompts.point_labels, np.int64).reshape(-1),
+                           np.asarray(prompts.boxes, np.float32).reshape(-1, 4) * scale)
+        if len(scaled.points) == 0 and len(scaled.boxes) == 0:
+            raise ValueError("a prompt needs at least one point or one box")
+        if len(scaled.points) != len(scaled.point_labels):
+            raise ValueError(f"{len(scaled.points)} points but {len(scaled.point_labels)} point labels")
+        return self.proposer.segment(self._embedding(prepared), scaled)
+
+    def _masks_from_boxes(self, prepared: PreparedImage, boxes: np.ndarray) -> list[np.ndarray]:
+        height, width = prepared.original_size
+        bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]) | (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0) \
+            | (boxes[:, 0] >= width) | (boxes[:, 1] >= height)
+        if bad.any():
+            raise ReferenceError(f"boxes {boxes[bad].tolist()} are empty or outside the {width}x{height} image")
+        proposals = self._segment(prepared, PromptSet(boxes=boxes))
+        return list(upsample_logits(proposals.logits, prepared.original_size).numpy())
+
+    def _mine_negatives(self, analysis: ImageAnalysis) -> list[MemoryEntry]:
+        prototypes = self.memory.prototypes()
+        label, score = classify(analysis.vectors, analysis.valid, prototypes)
+        if len(prototypes) == 0 or score.numel() == 0:
+            return []
+        keep = class_aware_nms(analysis.proposals.masks, analysis.proposals.quality, label,
+                               self.settings.nms_threshold, self.settings.nms_cap)
+        keep = keep[score[keep] > 0]
+        keep = keep[torch.argsort(score[keep], descending=True)][:MINED_NEGATIVES_PER_IMAGE]
+        return [MemoryEntry(prototypes.labels[int(label[i])], analysis.vectors[i].numpy().astype(np.float32), True)
+                for i in keep]

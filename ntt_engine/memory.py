@@ -1,0 +1,206 @@
+"""Stage `remember`: the per-class memory bank of pooled reference vectors (ALGORITHM.md §2.3).
+
+It stores one raw pooled vector e per reference instance (kilobytes, not patch maps), grouped by reference id (one
+id = one annotated image), so an annotation can be replaced or removed as a unit. Class prototypes
+P[c] = normalise(mean_i e[c, i]) are derived on demand and cached until the bank changes.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .pooling import normalise
+
+FORMAT_NAME = "ntt-memory"
+FORMAT_VERSION = 1
+
+
+class MemoryFormatError(ValueError):
+    """A memory file that is not ours, is corrupt, or was made with an incompatible encoder."""
+
+
+@dataclass(frozen=True)
+class MemoryEntry:
+    label: str
+    vector: np.ndarray  # [C] float32, raw pooled features
+    negative: bool = False  # a mined false positive of `label` (§9.5), not an example of it
+
+
+@dataclass(frozen=True)
+class Prototypes:
+    labels: tuple[str, ...]
+    vectors: torch.Tensor  # [K, C], L2-normalised
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class MemoryBank:
+    def __init__(self, encoder_name: str | None = None, max_per_class: int | None = None):
+        self.encoder_name = encoder_name
+        self.max_per_class = max_per_class
+        self.revision = 0
+        self._entries: dict[str, list[MemoryEntry]] = {}  # insertion-ordered: the cap keeps the earliest
+        self._negative_images: set[str] = set()
+        self._prototype_cache: dict[bool, tuple[int, Prototypes]] = {}
+
+    # ----- changes (each one bumps the revision) -----
+    def set_reference(self, ref_id: str, entries: list[MemoryEntry], negative_image: bool = False) -> None:
+        """Replace everything stored under `ref_id` (an empty list with negative_image=False removes it)."""
+        self._check_vectors(entries)
+        self._entries.pop(ref_id, None)
+        self._negative_images.discard(ref_id)
+        if entries:
+            self._entries[ref_id] = list(entries)
+        if negative_image:
+            self._negative_images.add(ref_id)
+        self.revision += 1
+
+    def remove(self, ref_id: str) -> None:
+        if ref_id not in self:
+            raise KeyError(f"unknown reference id {ref_id!r}; known ids: {sorted(self.reference_ids())[:10]}")
+        self.set_reference(ref_id, [])
+
+    def _check_vectors(self, entries: list[MemoryEntry]) -> None:
+        for entry in entries:
+            if entry.vector.ndim != 1 or not np.all(np.isfinite(entry.vector)):
+                raise ValueError(f"reference vector for {entry.label!r} must be a finite 1-D array")
+            dim = self.dim
+            if dim is not None and entry.vector.shape[0] != dim:
+                raise ValueError(f"reference vector has {entry.vector.shape[0]} dims, the memory holds {dim}")
+
+    # ----- queries -----
+    def __contains__(self, ref_id: str) -> bool:
+        return ref_id in self._entries or ref_id in self._negative_images
+
+    def __len__(self) -> int:
+        return sum(1 for e in self._all_entries() if not e.negative)
+
+    def reference_ids(self) -> set[str]:
+        return set(self._entries) | self._negative_images
+
+    def entries(self, ref_id: str) -> list[MemoryEntry]:
+        return list(self._entries.get(ref_id, []))
+
+    @property
+    def negative_images(self) -> frozenset[str]:
+        return frozenset(self._negative_images)
+
+    @property
+    def dim(self) -> int | None:
+        for entry in self._all_entries():
+            return int(entry.vector.shape[0])
+        return None
+
+    def counts(self) -> dict[str, int]:
+        """References per class (before the cap)."""
+        counts: dict[str, int] = {}
+        for entry in self._all_entries():
+            if not entry.negative:
+                counts[entry.label] = counts.get(entry.label, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def _all_entries(self):
+        for entries in self._entries.values():
+            yield from entries
+
+    def prototypes(self, negative: bool = False) -> Prototypes:
+        """Per-class normalised mean of the (first `max_per_class`) vectors; classes without vectors are absent."""
+        cached = self._prototype_cache.get(negative)
+        if cached and cached[0] == self.revision:
+            return cached[1]
+        grouped: dict[str, list[np.ndarray]] = {}
+        for entry in self._all_entries():
+            if entry.negative != negative:
+                continue
+            vectors = grouped.setdefault(entry.label, [])
+            if self.max_per_class is None or len(vectors) < self.max_per_class:
+                vectors.append(entry.vector)
+        labels = tuple(sorted(grouped))
+        dim = self.dim or 0
+        means = [np.mean(np.stack(grouped[label]), axis=0) for label in labels]
+        vectors = normalise(torch.from_numpy(np.stack(means)).float()) if means else torch.zeros((0, dim))
+        result = Prototypes(labels, vectors)
+        self._prototype_cache[negative] = (self.revision, result)
+        return result
+
+    def nbytes(self) -> int:
+        return sum(e.vector.nbytes for e in self._all_entries())
+
+    # ----- persistence -----
+    def to_bytes(self) -> bytes:
+        records, vectors = [], []
+        for ref_id, entries in self._entries.items():
+            for entry in entries:
+                records.append({"ref_id": ref_id, "label": entry.label, "negative": entry.negative})
+                vectors.append(entry.vector.astype(np.float32))
+        meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "encoder": self.encoder_name,
+                "revision": self.revision, "max_per_class": self.max_per_class,
+                "references": records, "negative_images": sorted(self._negative_images)}
+        array = np.stack(vectors) if vectors else np.zeros((0, self.dim or 0), np.float32)
+        buffer = io.BytesIO()
+        np.savez(buffer, vectors=array, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+        return buffer.getvalue()
+
+    def save(self, path: str | Path) -> None:
+        """Atomic: write a temporary file beside `path`, fsync, rename. A crash leaves the old file intact."""
+        atomic_write_bytes(Path(path), self.to_bytes())
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "MemoryBank":
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+                meta = json.loads(bytes(archive["meta"]).decode())
+                vectors = archive["vectors"].astype(np.float32)
+        except Exception as exc:  # noqa: BLE001 - any decoding failure means "not a memory file"
+            raise MemoryFormatError(f"{source} is not a readable ntt memory file: {exc}") from exc
+        if meta.get("format") != FORMAT_NAME:
+            raise MemoryFormatError(f"{source} is not an ntt memory file")
+        if meta.get("version") != FORMAT_VERSION:
+            raise MemoryFormatError(f"{source} has memory format version {meta.get('version')}, "
+                                    f"this ntt_engine reads version {FORMAT_VERSION}")
+        if len(meta["references"]) != len(vectors):
+            raise MemoryFormatError(f"{source} is inconsistent: {len(meta['references'])} records, "
+                                    f"{len(vectors)} vectors")
+        bank = cls(meta.get("encoder"), meta.get("max_per_class"))
+        for record, vector in zip(meta["references"], vectors):
+            bank._entries.setdefault(record["ref_id"], []).append(
+                MemoryEntry(record["label"], vector, bool(record.get("negative", False))))
+        bank._negative_images = set(meta.get("negative_images", []))
+        bank.revision = int(meta.get("revision", 0))
+        return bank
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MemoryBank":
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise MemoryFormatError(f"cannot read memory file {path}: {exc.strerror or exc}") from exc
+        return cls.from_bytes(data, str(path))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as temp:
+            temp.write(data)
+            temp.flush()
+            os.fsync(temp.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -1,0 +1,71 @@
+"""Reference instances → pooled memory vectors (ALGORITHM.md §2.1), with the input checks that protect the memory."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .export import mask_to_bbox
+from .pooling import pool_reference
+from .protocols import FeatureEncoder
+from .types import PatchFeatures
+
+
+class ReferenceError(ValueError):
+    """A reference that cannot be used (empty or mis-sized mask, missing label); the memory is left unchanged."""
+
+
+@dataclass(frozen=True)
+class PooledReference:
+    label: str
+    vector: np.ndarray  # [C] float32
+
+
+def context_crop(bbox_xywh: Sequence[float], image_size: tuple[int, int], context: float) -> tuple[int, int, int, int]:
+    """Square of side max(w, h)·(1 + context) around the box centre, clipped to the image → (x0, y0, x1, y1)."""
+    x, y, w, h = bbox_xywh
+    height, width = image_size
+    cx, cy = x + w / 2, y + h / 2
+    half = max(w, h) * (1 + context) / 2
+    x0, y0 = max(0, int(np.floor(cx - half))), max(0, int(np.floor(cy - half)))
+    x1, y1 = min(width, int(np.ceil(cx + half))), min(height, int(np.ceil(cy + half)))
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def check_masks(masks: Sequence[np.ndarray], labels: Sequence[str], image_size: tuple[int, int]) -> list[np.ndarray]:
+    if len(masks) != len(labels):
+        raise ReferenceError(f"got {len(masks)} masks but {len(labels)} labels")
+    checked = []
+    for i, (mask, label) in enumerate(zip(masks, labels)):
+        if not isinstance(label, str) or not label:
+            raise ReferenceError(f"region {i}: label must be a non-empty string, got {label!r}")
+        mask = np.asarray(mask)
+        if mask.shape != tuple(image_size):
+            raise ReferenceError(f"region {i} ({label}): mask shape {mask.shape} differs from the image "
+                                 f"{tuple(image_size)}")
+        mask = mask.astype(bool)
+        if not mask.any():
+            raise ReferenceError(f"region {i} ({label}): the mask is empty")
+        checked.append(mask)
+    return checked
+
+
+def pool_references(image: np.ndarray, masks: Sequence[np.ndarray], labels: Sequence[str], encoder: FeatureEncoder,
+                    crop: bool, context: float, sampling: str,
+                    whole_image_features: Callable[[], PatchFeatures]) -> list[PooledReference]:
+    """One raw pooled vector per mask. `crop`: encode a context crop per instance (paper); otherwise pool the
+    whole-image features (one forward per image, or none when the engine has them cached)."""
+    pooled = []
+    for i, (mask, label) in enumerate(zip(masks, labels)):
+        if crop:
+            x0, y0, x1, y1 = context_crop(mask_to_bbox(mask), mask.shape, context)
+            features = encoder.encode(np.ascontiguousarray(image[y0:y1, x0:x1]))
+            vector = pool_reference(features, mask[y0:y1, x0:x1], sampling)
+        else:
+            vector = pool_reference(whole_image_features(), mask, sampling)
+        if vector is None:
+            raise ReferenceError(f"region {i} ({label}): the mask ({int(mask.sum())} px) covers no feature cell at "
+                                 f"the encoder's resolution; use reference_mask_sampling='area' or a larger mask")
+        pooled.append(PooledReference(label, vector.numpy().astype(np.float32)))
+    return pooled

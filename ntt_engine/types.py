@@ -1,0 +1,80 @@
+"""Typed data passed between the pipeline stages.
+
+Frames: every mask and feature grid in these types covers the *whole* image it came from, mapped linearly
+(a squash, as in the paper). A grid of h×w cells over an H×W image puts cell (i, j) over the pixel rectangle
+[i·H/h, (i+1)·H/h) × [j·W/w, (j+1)·W/w). Converting between resolutions is therefore a plain resize.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class PatchFeatures:
+    """Dense features of one image: `grid` is [h, w, C] float32 raw (not L2-normalised) patch tokens."""
+
+    grid: torch.Tensor
+    image_size: tuple[int, int]  # (H, W) of the image that was encoded
+    input_size: tuple[int, int] | None = None  # (h, w) the encoder resized the image to, e.g. (518, 518)
+
+    @property
+    def dim(self) -> int:
+        return int(self.grid.shape[-1])
+
+    def nbytes(self) -> int:
+        return self.grid.element_size() * self.grid.nelement()
+
+
+@dataclass(frozen=True)
+class Proposals:
+    """Candidate masks of one image, as logits (mask = logit > 0) over the whole image at any resolution.
+
+    `quality` is the proposer's own confidence, SAM2's predicted IoU in [0, 1].
+    """
+
+    logits: torch.Tensor  # [N, h, w] float32
+    quality: torch.Tensor  # [N] float32
+    image_size: tuple[int, int]  # (H, W) of the original image
+
+    def __len__(self) -> int:
+        return int(self.logits.shape[0])
+
+    @property
+    def masks(self) -> torch.Tensor:
+        return self.logits > 0
+
+    def select(self, index: torch.Tensor) -> "Proposals":
+        return Proposals(self.logits[index], self.quality[index], self.image_size)
+
+    def nbytes(self) -> int:
+        return sum(t.element_size() * t.nelement() for t in (self.logits, self.quality))
+
+    @staticmethod
+    def empty(image_size: tuple[int, int], resolution: tuple[int, int] = (256, 256)) -> "Proposals":
+        return Proposals(torch.zeros((0, *resolution)), torch.zeros((0,)), image_size)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One detection in original image pixels. `bbox` is COCO xywh matching the mask extent exactly."""
+
+    label: str
+    score: float
+    mask: np.ndarray  # [H, W] bool
+    bbox: tuple[float, float, float, float]
+    quality: float = 0.0  # the proposer's predicted IoU, for information
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """Prompts for one segmentation request in original image pixels (x, y).
+
+    Either one prompt made of all `points` (labels 1 = positive, 0 = negative), or one prompt per box.
+    """
+
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    point_labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # xyxy
