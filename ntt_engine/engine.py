@@ -97,7 +97,19 @@ class Engine:
 
     @property
     def model_version(self) -> str:
-        return f"{self.model_id}.r{self.memory.revision}"
+        return self.version_of(self.memory)
+
+    def version_of(self, memory: MemoryBank) -> str:
+        """Engine id + memory revision: changes whenever predictions may change."""
+        return f"{self.model_id}.r{memory.revision}"
+
+    def new_memory(self) -> MemoryBank:
+        return MemoryBank(self.encoder.name, self.config.max_references_per_class)
+
+    def adopt_memory(self, memory: MemoryBank) -> MemoryBank:
+        """Check that `memory` was built with this engine's encoder (raises MemoryFormatError) and return it."""
+        self._check_memory(memory)
+        return memory
 
     # ----- memory -----
     def _check_memory(self, memory: MemoryBank) -> None:
@@ -119,7 +131,7 @@ class Engine:
 
     def add_reference(self, ref_id: str, image: ImageSource, labels: Sequence[str],
                       masks: Sequence[np.ndarray] | None = None, boxes: np.ndarray | None = None,
-                      image_key: str | None = None) -> int:
+                      image_key: str | None = None, memory: MemoryBank | None = None) -> int:
         """Store every (mask, label) of one image under `ref_id`, replacing what was there. Boxes (xyxy, original
         pixels) are turned into masks by the proposer. Returns the number of references stored. Atomic: on any
         error the memory is unchanged."""
@@ -135,38 +147,43 @@ class Engine:
             pooled = pool_references(prepared.work, work_masks, list(labels), self.encoder,
                                      self.config.reference_crop, self.config.reference_context,
                                      self.config.reference_mask_sampling, lambda: self._whole_features(prepared))
-            self.memory.set_reference(ref_id, [MemoryEntry(p.label, p.vector) for p in pooled])
+            memory = memory if memory is not None else self.memory
+            memory.set_reference(ref_id, [MemoryEntry(p.label, p.vector) for p in pooled])
             log.info("reference %s: %d region(s) %s -> memory revision %d", ref_id, len(pooled),
-                     sorted({p.label for p in pooled}), self.memory.revision)
+                     sorted({p.label for p in pooled}), memory.revision)
             return len(pooled)
 
-    def add_negative(self, ref_id: str, image: ImageSource, image_key: str | None = None) -> int:
+    def add_negative(self, ref_id: str, image: ImageSource, image_key: str | None = None,
+                     memory: MemoryBank | None = None) -> int:
         """Record an image that contains none of the classes. With `use_negatives`, its current false positives
         become negative prototypes (§9.5); returns how many were mined."""
         with self._lock:
+            memory = memory if memory is not None else self.memory
             mined: list[MemoryEntry] = []
             if self.config.use_negatives:
                 prepared = self._prepare(image, image_key)
-                mined = self._mine_negatives(self._analyse(prepared))
-            self.memory.set_reference(ref_id, mined, negative_image=True)
+                mined = self._mine_negatives(self._analyse(prepared), memory)
+            memory.set_reference(ref_id, mined, negative_image=True)
             log.info("negative image %s: %d mined false positive(s) -> memory revision %d", ref_id, len(mined),
-                     self.memory.revision)
+                     memory.revision)
             return len(mined)
 
-    def remove_reference(self, ref_id: str) -> None:
+    def remove_reference(self, ref_id: str, memory: MemoryBank | None = None) -> None:
         with self._lock:
-            self.memory.remove(ref_id)
-            log.info("removed reference %s -> memory revision %d", ref_id, self.memory.revision)
+            memory = memory if memory is not None else self.memory
+            memory.remove(ref_id)
+            log.info("removed reference %s -> memory revision %d", ref_id, memory.revision)
 
     # ----- inference -----
     def predict(self, image: ImageSource, image_key: str | None = None,
-                score_threshold: float = 0.0) -> list[Instance]:
+                score_threshold: float = 0.0, memory: MemoryBank | None = None) -> list[Instance]:
         """Instances in the original image's pixels, best score first. Empty when the memory has no classes."""
         with self._lock:
+            memory = memory if memory is not None else self.memory
             prepared = self._prepare(image, image_key)
             analysis = self._analyse(prepared)
-            prototypes = self.memory.prototypes()
-            negatives = self.memory.prototypes(negative=True) if self.config.use_negatives else None
+            prototypes = memory.prototypes()
+            negatives = memory.prototypes(negative=True) if self.config.use_negatives else None
             merge_size = None if self.config.merge_at_proposal_resolution else prepared.work.shape[:2]
             detections = select_detections(analysis.proposals.logits, analysis.proposals.quality, analysis.vectors,
                                            analysis.valid, prototypes, self.settings, merge_size, negatives)
@@ -261,8 +278,8 @@ class Engine:
         proposals = self._segment(prepared, PromptSet(boxes=boxes))
         return list(upsample_logits(proposals.logits, prepared.original_size).numpy())
 
-    def _mine_negatives(self, analysis: ImageAnalysis) -> list[MemoryEntry]:
-        prototypes = self.memory.prototypes()
+    def _mine_negatives(self, analysis: ImageAnalysis, memory: MemoryBank) -> list[MemoryEntry]:
+        prototypes = memory.prototypes()
         label, score = classify(analysis.vectors, analysis.valid, prototypes)
         if len(prototypes) == 0 or score.numel() == 0:
             return []
