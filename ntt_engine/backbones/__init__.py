@@ -27,9 +27,10 @@ def build_encoder(config: EngineConfig) -> FeatureEncoder:
         return ColourTextureEncoder()
     from .dinov2 import DinoV2Encoder
     checkpoint = None if config.random_weights else resolve(
-        config.encoder_checkpoint or config.encoder, sha256=config.encoder_sha256)
+        config.encoder_checkpoint or config.encoder, sha256=config.encoder_sha256, config_key="encoder_checkpoint")
     return DinoV2Encoder(config.encoder, checkpoint, input_size=config.encoder_input_size,
-                         device=pick_device(config.device), random_weights=config.random_weights)
+                         device=pick_device(config.device), random_weights=config.random_weights,
+                         checkpoint_sha256=config.encoder_sha256)
 
 
 def build_proposer(config: EngineConfig) -> ProposalGenerator:
@@ -38,7 +39,8 @@ def build_proposer(config: EngineConfig) -> ProposalGenerator:
         return ConnectedComponentProposer()
     from .sam2_proposer import Sam2ProposalGenerator
     checkpoint = None if config.random_weights else resolve(
-        config.proposer_checkpoint or config.proposer, sha256=config.proposer_sha256)
+        config.proposer_checkpoint or config.proposer, sha256=config.proposer_sha256, config_key="proposer_checkpoint")
     return Sam2ProposalGenerator(config.proposer, checkpoint, device=pick_device(config.device),
                                  points_batch_size=config.points_batch_size,
-                                 add_no_mem_embed=config.add_no_mem_embed, random_weights=config.random_weights)
+                                 add_no_mem_embed=config.add_no_mem_embed, random_weights=config.random_weights,
+                                 checkpoint_sha256=config.proposer_sha256)

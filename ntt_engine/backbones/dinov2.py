@@ -1,0 +1,127 @@
+"""DINOv2 dense features through timm (ALGORITHM.md §1, §10 "Encoders").
+
+timm's `vit_*_patch14_dinov2` models, fed the official Meta checkpoints through timm's own key converter
+(`checkpoint_filter_fn`), reproduce the official patch tokens (to ~3e-6 at 518 px); this avoids vendoring the
+DINOv2 repository. At input sizes other than 518 timm resamples the position embeddings once at load time, whereas the
+official model interpolates them at every forward: close, not identical.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import timm
+import torch
+from PIL import Image
+from timm.models.vision_transformer import checkpoint_filter_fn
+
+from ..checkpoints import CheckpointError, describe_mismatch, weights_id
+from ..types import PatchFeatures
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PATCH_SIZE = 14
+RANDOM_SEED = 0
+RANDOM_WARNING = "RANDOM WEIGHTS: predictions are meaningless, smoke tests only"
+
+# registry name → timm architecture
+TIMM_ARCHS: dict[str, str] = {
+    "dinov2_vits14": "vit_small_patch14_dinov2",
+    "dinov2_vitb14": "vit_base_patch14_dinov2",
+    "dinov2_vitl14": "vit_large_patch14_dinov2",
+    "dinov2_vitg14": "vit_giant_patch14_dinov2",
+    "dinov2_vits14_reg": "vit_small_patch14_reg4_dinov2",
+    "dinov2_vitb14_reg": "vit_base_patch14_reg4_dinov2",
+    "dinov2_vitl14_reg": "vit_large_patch14_reg4_dinov2",
+    "dinov2_vitg14_reg": "vit_giant_patch14_reg4_dinov2",
+}
+
+
+def load_state_dict_file(path: Path, expected: str) -> dict[str, torch.Tensor]:
+    """Read a torch checkpoint safely (weights_only); unreadable / truncated files become CheckpointError."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint {path} for {expected} does not exist") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"checkpoint {path} for {expected} is not a readable torch file (truncated or "
+                              f"corrupt?): {type(exc).__name__}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint {path} for {expected} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+class DinoV2Encoder:
+    """FeatureEncoder: the image squashed to input_size², patch tokens after the final norm → [h, w, C]."""
+
+    def __init__(self, model_name: str, checkpoint: Path | None, input_size: int = 518, device: str = "cpu",
+                 random_weights: bool = False, checkpoint_sha256: str | None = None) -> None:
+        if model_name not in TIMM_ARCHS:
+            raise ValueError(f"unknown DINOv2 model {model_name!r}; choose one of {', '.join(TIMM_ARCHS)}")
+        if input_size % PATCH_SIZE:
+            raise ValueError(f"DINOv2 input size must be a multiple of {PATCH_SIZE}, got {input_size}")
+        if checkpoint is None and not random_weights:
+            raise ValueError(f"{model_name}: a checkpoint is required unless random_weights=True")
+        self.model_name = model_name
+        self.input_size = input_size
+        self.device = torch.device(device)
+        arch = TIMM_ARCHS[model_name]
+
+        if random_weights:
+            logger.warning("%s: %s", model_name, RANDOM_WARNING)
+            with torch.random.fork_rng(devices=[]):  # deterministic without disturbing the caller's RNG
+                torch.manual_seed(RANDOM_SEED)
+                self.model = timm.create_model(arch, pretrained=False, img_size=input_size, num_classes=0)
+            weights = f"random-seed{RANDOM_SEED}"
+        else:
+            path = Path(checkpoint)  # type: ignore[arg-type]
+            self.model = timm.create_model(arch, pretrained=False, img_size=input_size, num_classes=0)
+            self._load(path, f"{model_name} ({arch})")
+            weights = weights_id(path, checkpoint_sha256)
+        self.model.eval().to(self.device)
+        # input_size is part of the name: features at another resolution are not interchangeable
+        self.name = f"{model_name}@{input_size}:{weights}"
+        self.num_prefix_tokens = int(self.model.num_prefix_tokens)  # CLS + registers, dropped from the output
+        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(3, 1, 1)
+
+    def _load(self, path: Path, expected: str) -> None:
+        raw = load_state_dict_file(path, expected)
+        try:
+            state = checkpoint_filter_fn(raw, self.model)  # Meta's layout → timm's (and pos-embed resampling)
+        except (RuntimeError, KeyError, ValueError, IndexError, TypeError) as exc:
+            raise CheckpointError(f"checkpoint {path} is not a DINOv2 state dict for {expected}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        problems = describe_mismatch(self.model.state_dict(), state)
+        if problems:
+            raise CheckpointError(f"checkpoint {path} does not fit {expected} (another DINOv2 size, or registers "
+                                  f"where none are expected?): {problems}")
+        self.model.load_state_dict(state, strict=True)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        side = self.input_size // PATCH_SIZE
+        return side, side
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 [H, W, 3] → normalised [1, 3, S, S]; PIL bicubic squash as in the reference (ALGORITHM.md §1)."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
+        resized = Image.fromarray(image).resize((self.input_size, self.input_size), Image.BICUBIC)
+        x = torch.from_numpy(np.asarray(resized).copy()).to(self.device).permute(2, 0, 1).float().div_(255.0)
+        return ((x - self._mean) / self._std).unsqueeze(0)
+
+    def encode(self, image: np.ndarray) -> PatchFeatures:
+        x = self.preprocess(image)
+        with torch.inference_mode():
+            tokens = self.model.forward_features(x)  # [1, prefix + h·w, C], after the final norm
+        h, w = self.grid_size
+        patches = tokens[0, self.num_prefix_tokens:]
+        grid = patches.reshape(h, w, -1).float().cpu().clone()  # clone: plain tensor, not an inference one
+        return PatchFeatures(grid=grid, image_size=(int(image.shape[0]), int(image.shape[1])),
+                             input_size=(self.input_size, self.input_size))

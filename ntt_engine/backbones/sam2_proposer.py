@@ -1,0 +1,213 @@
+"""SAM2 as a ProposalGenerator: one image-encoder pass, then many cheap prompt decodes (ALGORITHM.md §3).
+
+Built on the official `sam2` package (model construction, weights, prompt encoder, mask decoder), but not on
+`SAM2ImagePredictor`: the reference's "noAMG" path needs all four mask tokens per prompt, no object-score gating and
+the embedding without `no_mem_embed`, none of which the predictor exposes.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sam2.build_sam import build_sam2
+from sam2.utils.transforms import SAM2Transforms
+
+from ..checkpoints import CheckpointError, describe_mismatch, weights_id
+from ..types import PromptSet, Proposals
+
+logger = logging.getLogger(__name__)
+
+RANDOM_SEED = 0
+RANDOM_WARNING = "RANDOM WEIGHTS: predictions are meaningless, smoke tests only"
+_SIZE_CODE = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
+# registry name → sam2 hydra config (shipped inside the sam2 package)
+SAM2_CONFIGS: dict[str, str] = {
+    **{f"sam2_hiera_{s}": f"configs/sam2/sam2_hiera_{c}.yaml" for s, c in _SIZE_CODE.items()},
+    **{f"sam2.1_hiera_{s}": f"configs/sam2.1/sam2.1_hiera_{c}.yaml" for s, c in _SIZE_CODE.items()},
+}
+BOX_LABELS = (2, 3)  # SAM's point labels for a box's top-left and bottom-right corners
+
+
+def to_model_frame(points_xy: np.ndarray, image_size: tuple[int, int], resolution: int = 1024) -> np.ndarray:
+    """Original-pixel (x, y) → the squashed resolution² input frame: x·R/W, y·R/H (SAM2's transform_coords)."""
+    h, w = image_size
+    pts = np.asarray(points_xy, dtype=np.float32).reshape(-1, 2)
+    return pts * np.array([resolution / w, resolution / h], dtype=np.float32)
+
+
+def from_model_frame(points_xy: np.ndarray, image_size: tuple[int, int], resolution: int = 1024) -> np.ndarray:
+    """Inverse of `to_model_frame`."""
+    h, w = image_size
+    pts = np.asarray(points_xy, dtype=np.float32).reshape(-1, 2)
+    return pts * np.array([w / resolution, h / resolution], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Sam2Embedding:
+    """The image encoder's output for one image, reused by every decode."""
+
+    image_embed: torch.Tensor  # [1, 256, 64, 64]
+    high_res_feats: tuple[torch.Tensor, torch.Tensor]  # [1, 32, 256, 256], [1, 64, 128, 128] (conv_s0/s1 applied)
+    image_size: tuple[int, int]  # (H, W) of the original image
+
+    def nbytes(self) -> int:
+        return sum(t.element_size() * t.nelement() for t in (self.image_embed, *self.high_res_feats))
+
+
+class Sam2ProposalGenerator:
+    """ProposalGenerator on the official SAM2 / SAM2.1 models."""
+
+    def __init__(self, model_name: str, checkpoint: Path | None, device: str = "cpu", points_batch_size: int = 64,
+                 add_no_mem_embed: bool = False, random_weights: bool = False,
+                 checkpoint_sha256: str | None = None) -> None:
+        if model_name not in SAM2_CONFIGS:
+            raise ValueError(f"unknown SAM2 model {model_name!r}; choose one of {', '.join(SAM2_CONFIGS)}")
+        if points_batch_size < 1:
+            raise ValueError(f"points_batch_size must be >= 1, got {points_batch_size}")
+        if checkpoint is None and not random_weights:
+            raise ValueError(f"{model_name}: a checkpoint is required unless random_weights=True")
+        self.model_name = model_name
+        self.device = torch.device(device)
+        self.points_batch_size = points_batch_size
+        self.add_no_mem_embed = add_no_mem_embed
+        config = SAM2_CONFIGS[model_name]
+
+        if random_weights:
+            logger.warning("%s: %s", model_name, RANDOM_WARNING)
+            with torch.random.fork_rng(devices=[]):  # deterministic without disturbing the caller's RNG
+                torch.manual_seed(RANDOM_SEED)
+                self.model = build_sam2(config, None, device=str(self.device))
+            weights = f"random-seed{RANDOM_SEED}"
+        else:
+            path = Path(checkpoint)  # type: ignore[arg-type]
+            self.model = self._build(config, path)
+            weights = weights_id(path, checkpoint_sha256)
+        self.model.eval()
+        self.name = f"{model_name}{'+nomem' if add_no_mem_embed else ''}:{weights}"
+        self.resolution = int(self.model.image_size)
+        self._transforms = SAM2Transforms(resolution=self.resolution, mask_threshold=0.0)
+        decoder = self.model.sam_mask_decoder
+        # the configs put the sigmoid inside the IoU head; apply it here only if a config does not
+        self._iou_needs_sigmoid = not getattr(decoder.iou_prediction_head, "sigmoid_output", False)
+
+    def _build(self, config: str, path: Path) -> torch.nn.Module:
+        expected = f"{self.model_name} ({config})"
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} for {expected} does not exist")
+        try:
+            # sam2 loads strictly: torch.load(weights_only)["model"], then load_state_dict with strict=True
+            return build_sam2(config, str(path), device=str(self.device))
+        except torch.OutOfMemoryError:  # a device problem, not a checkpoint problem
+            raise
+        except KeyError as exc:
+            raise CheckpointError(f"checkpoint {path} for {expected} has no {exc} entry: a SAM2 checkpoint is "
+                                  f"{{'model': state_dict}}") from exc
+        except (RuntimeError, EOFError, OSError, ValueError, TypeError, pickle.UnpicklingError,
+                zipfile.BadZipFile) as exc:
+            detail = self._diagnose(config, path) or f"{type(exc).__name__}: {exc}"
+            if len(detail) > 1500:
+                detail = detail[:1500] + " …"
+            raise CheckpointError(f"checkpoint {path} could not be loaded as {expected} (wrong model, truncated "
+                                  f"or corrupt file?): {detail}") from exc
+
+    @staticmethod
+    def _diagnose(config: str, path: Path) -> str | None:
+        """On a failed load only: which keys / shapes differ (sam2's own error lists every key)."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+            with torch.random.fork_rng(devices=[]):
+                reference = build_sam2(config, None, device="cpu").state_dict()
+        except Exception:  # unreadable file: the original error says more
+            return None
+        return describe_mismatch(reference, state) or None
+
+    # ------------------------------------------------------------------ image encoder
+    def embed(self, image: np.ndarray) -> Sam2Embedding:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
+        # squash to resolution² (torchvision bilinear, antialiased) + ImageNet mean/std, on the model's device
+        x = self._transforms.transforms(self._transforms.to_tensor(image).to(self.device))[None]
+        with torch.inference_mode():
+            out = self.model.forward_image(x)  # also applies conv_s0 / conv_s1 to the two high-res levels
+            s0, s1, embed = out["backbone_fpn"][-3:]
+            if self.add_no_mem_embed:  # stock SAM2ImagePredictor does this; the reference does not (§3.2)
+                embed = embed + self.model.no_mem_embed.view(1, -1, 1, 1)
+        return Sam2Embedding(image_embed=embed, high_res_feats=(s0, s1),
+                             image_size=(int(image.shape[0]), int(image.shape[1])))
+
+    # ------------------------------------------------------------------ decoder
+    def _decode(self, emb: Sam2Embedding, coords: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """coords [B, K, 2] in the model frame, labels [B, K] → all 4 tokens: logits [B, 4, 256, 256], IoU [B, 4]."""
+        m = self.model
+        # no `boxes` argument: the prompt encoder then appends its not-a-point padding token, as SAM2's predictor does
+        sparse, dense = m.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        # predict_masks (not forward): every token, and the object-score logit is simply ignored (§3.4 bypass)
+        logits, iou, _, _ = m.sam_mask_decoder.predict_masks(
+            image_embeddings=emb.image_embed,
+            image_pe=m.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            repeat_image=True,
+            high_res_features=list(emb.high_res_feats),
+        )
+        if self._iou_needs_sigmoid:
+            iou = iou.sigmoid()
+        return logits, iou
+
+    def _run(self, emb: Sam2Embedding, coords: torch.Tensor, labels: torch.Tensor, multimask: bool) -> Proposals:
+        """Decode B prompts in batches of points_batch_size, the last partial batch included."""
+        out_logits, out_quality = [], []
+        with torch.inference_mode():
+            for start in range(0, coords.shape[0], self.points_batch_size):
+                stop = start + self.points_batch_size
+                logits, iou = self._decode(emb, coords[start:stop], labels[start:stop])
+                if multimask:  # best of the three multimask tokens 1–3 by predicted IoU; token 0 unused
+                    best = iou[:, 1:].argmax(dim=1) + 1
+                else:
+                    best = torch.zeros(iou.shape[0], dtype=torch.long, device=iou.device)
+                rows = torch.arange(iou.shape[0], device=iou.device)
+                out_logits.append(logits[rows, best].float().cpu())
+                out_quality.append(iou[rows, best].float().cpu())
+        if not out_logits:
+            return Proposals.empty(emb.image_size)
+        # clone: plain tensors rather than inference tensors, so callers may modify them
+        return Proposals(torch.cat(out_logits).clone(), torch.cat(out_quality).clone(), emb.image_size)
+
+    def _frame(self, points_xy: np.ndarray, emb: Sam2Embedding) -> torch.Tensor:
+        return torch.from_numpy(to_model_frame(points_xy, emb.image_size, self.resolution)).to(self.device)
+
+    def propose(self, embedding: Sam2Embedding, points_xy: np.ndarray) -> Proposals:
+        """One single-click proposal per point, exactly N in input order, 256×256 logits, no gating."""
+        pts = np.asarray(points_xy, dtype=np.float32).reshape(-1, 2)
+        if len(pts) == 0:
+            return Proposals.empty(embedding.image_size)
+        coords = self._frame(pts, embedding)[:, None, :]  # [N, 1, 2]
+        labels = torch.ones((len(pts), 1), dtype=torch.int, device=self.device)
+        return self._run(embedding, coords, labels, multimask=True)
+
+    def segment(self, embedding: Sam2Embedding, prompts: PromptSet) -> Proposals:
+        """One proposal per box (single-mask token 0; any points are added to every box's prompt), or — without
+        boxes — one proposal for all points together (best multimask token by predicted IoU)."""
+        points = np.asarray(prompts.points, dtype=np.float32).reshape(-1, 2)
+        point_labels = torch.as_tensor(np.asarray(prompts.point_labels).reshape(-1), dtype=torch.int,
+                                       device=self.device)
+        if len(point_labels) != len(points):
+            raise ValueError(f"{len(points)} points but {len(point_labels)} point labels")
+        boxes = np.asarray(prompts.boxes, dtype=np.float32).reshape(-1, 4)
+        point_coords = self._frame(points, embedding)  # [P, 2]
+        if len(boxes):
+            corners = self._frame(boxes.reshape(-1, 2), embedding).reshape(-1, 2, 2)  # [B, 2, 2]
+            n = len(boxes)
+            box_labels = torch.tensor(BOX_LABELS, dtype=torch.int, device=self.device).expand(n, 2)
+            # box corners first, then the points, as SAM2's predictor concatenates them
+            coords = torch.cat([corners, point_coords[None].expand(n, -1, -1)], dim=1)
+            labels = torch.cat([box_labels, point_labels[None].expand(n, -1)], dim=1)
+            return self._run(embedding, coords, labels, multimask=False)
+        if len(points) == 0:
+            return Proposals.empty(embedding.image_size)
+        return self._run(embedding, point_coords[None], point_labels[None], multimask=True)
