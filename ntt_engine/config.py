@@ -28,6 +28,10 @@ class EngineConfig:
     points_per_side: int = 32
     points_batch_size: int = 64  # prompts per decoder batch; any value works, leftovers are never dropped
     iou_threshold: float = 0.4  # keep proposals with predicted IoU strictly above this
+    prompting: str = "grid"  # "grid" (paper: points_per_side² clicks) or "similarity" (ALGORITHM.md §11)
+    coarse_grid_per_side: int = 6  # similarity prompting: recall floor
+    max_similarity_prompts: int = 48  # similarity prompting: at most this many peaks per memory state
+    similarity_level_fraction: float = 0.8  # a peak must exceed this × the class's reference self-similarity
     # --- references (§2.1) ---
     reference_context: float = 0.2
     reference_crop: bool = True  # paper: encode an object-centred crop per reference; False: pool the whole image
@@ -55,8 +59,8 @@ class EngineConfig:
             raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         base: dict[str, Any] = {"preset_name": name}
         if name == "fast":
-            base.update(encoder="dinov2_vits14", proposer="sam2.1_hiera_tiny", points_per_side=16,
-                        reference_mask_sampling="area")
+            base.update(encoder="dinov2_vits14", proposer="sam2.1_hiera_tiny", prompting="similarity",
+                        reference_mask_sampling="area", merge_at_proposal_resolution=True)
         elif name == "synthetic":
             base.update(encoder="test_colour_texture", proposer="test_connected_components",
                         encoder_input_size=224, points_per_side=24, reference_crop=False,
@@ -72,6 +76,13 @@ class EngineConfig:
         if unknown:
             raise ValueError(f"{path}: unknown engine config keys {sorted(unknown)}")
         return EngineConfig.preset(name, **data)
+
+    def __post_init__(self) -> None:
+        if self.prompting not in ("grid", "similarity"):
+            raise ValueError(f"prompting must be 'grid' or 'similarity', got {self.prompting!r}")
+        if self.reference_mask_sampling not in ("nearest", "area"):
+            raise ValueError(f"reference_mask_sampling must be 'nearest' or 'area', got "
+                             f"{self.reference_mask_sampling!r}")
 
     def config_id(self) -> str:
         """Short stable id of everything that changes predictions (not runtime knobs)."""

@@ -25,6 +25,7 @@ from .image_io import ImageSource, bounded, load_image
 from .matching import MatchSettings, class_aware_nms, classify, nms_cap, select_detections, upsample_logits
 from .memory import MemoryBank, MemoryEntry, MemoryFormatError
 from .pooling import pool_proposals
+from .prompting import coarse_grid, inside_masks, paper_grid, similarity_peaks
 from .protocols import FeatureEncoder, ProposalGenerator
 from .references import ReferenceError, check_masks, pool_references
 from .types import Instance, PatchFeatures, PromptSet, Proposals
@@ -36,13 +37,20 @@ MINED_NEGATIVES_PER_IMAGE = 10
 
 @dataclass(frozen=True)
 class ImageAnalysis:
-    """Everything about one image that does not depend on the memory: reused after every memory change."""
+    """Per-image work reused after every memory change: features, proposals and their descriptors.
+
+    With similarity prompting it grows: a new memory state may add prompts, which are decoded once.
+    """
 
     features: PatchFeatures
     proposals: Proposals  # already through the quality gate
     vectors: torch.Tensor  # [n, C] L2-normalised proposal descriptors
     valid: torch.Tensor  # [n] False for empty masks
-    prompts_used: int
+    prompted: np.ndarray  # [p, 2] every point decoded so far (original pixels of the work image)
+
+    @property
+    def prompts_used(self) -> int:
+        return len(self.prompted)
 
 
 @dataclass(frozen=True)
@@ -58,14 +66,6 @@ class PreparedImage:
     @property
     def scale(self) -> float:
         return self.work.shape[0] / self.original.shape[0]
-
-
-def grid_points(image_size: tuple[int, int], per_side: int, frame: int = 1024) -> np.ndarray:
-    """The paper's grid, `linspace(0, frame−1, n) + 0.5` in a squashed frame×frame image, in original pixels."""
-    height, width = image_size
-    axis = np.linspace(0, frame - 1, per_side) + 0.5
-    xs, ys = np.meshgrid(axis * width / frame, axis * height / frame)
-    return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
 
 
 class Engine:
@@ -148,7 +148,7 @@ class Engine:
                                      self.config.reference_crop, self.config.reference_context,
                                      self.config.reference_mask_sampling, lambda: self._whole_features(prepared))
             memory = memory if memory is not None else self.memory
-            memory.set_reference(ref_id, [MemoryEntry(p.label, p.vector) for p in pooled])
+            memory.set_reference(ref_id, [MemoryEntry(p.label, p.vector, level=p.level) for p in pooled])
             log.info("reference %s: %d region(s) %s -> memory revision %d", ref_id, len(pooled),
                      sorted({p.label for p in pooled}), memory.revision)
             return len(pooled)
@@ -162,7 +162,7 @@ class Engine:
             mined: list[MemoryEntry] = []
             if self.config.use_negatives:
                 prepared = self._prepare(image, image_key)
-                mined = self._mine_negatives(self._analyse(prepared), memory)
+                mined = self._mine_negatives(self._analyse(prepared, memory), memory)
             memory.set_reference(ref_id, mined, negative_image=True)
             log.info("negative image %s: %d mined false positive(s) -> memory revision %d", ref_id, len(mined),
                      memory.revision)
@@ -181,7 +181,7 @@ class Engine:
         with self._lock:
             memory = memory if memory is not None else self.memory
             prepared = self._prepare(image, image_key)
-            analysis = self._analyse(prepared)
+            analysis = self._analyse(prepared, memory)
             prototypes = memory.prototypes()
             negatives = memory.prototypes(negative=True) if self.config.use_negatives else None
             merge_size = None if self.config.merge_at_proposal_resolution else prepared.work.shape[:2]
@@ -205,9 +205,10 @@ class Engine:
             masks = upsample_logits(proposals.logits, prepared.original_size).numpy()
             return [Instance("", float(q), m, mask_to_bbox(m), float(q)) for m, q in zip(masks, proposals.quality)]
 
-    def analyse(self, image: ImageSource, image_key: str | None = None) -> ImageAnalysis:
+    def analyse(self, image: ImageSource, image_key: str | None = None,
+                memory: MemoryBank | None = None) -> ImageAnalysis:
         with self._lock:
-            return self._analyse(self._prepare(image, image_key))
+            return self._analyse(self._prepare(image, image_key), memory if memory is not None else self.memory)
 
     # ----- internals -----
     def _prepare(self, image: ImageSource, image_key: str | None) -> PreparedImage:
@@ -242,21 +243,57 @@ class Engine:
             self._features.put(prepared.key, features)
         return features
 
-    def _analyse(self, prepared: PreparedImage) -> ImageAnalysis:
+    def _analyse(self, prepared: PreparedImage, memory: MemoryBank) -> ImageAnalysis:
         analysis = self._analyses.get(prepared.key)
-        if analysis is not None:
-            return analysis
-        features = self._whole_features(prepared)
-        points = grid_points(prepared.work.shape[:2], self.config.points_per_side)
-        proposals = self.proposer.propose(self._embedding(prepared), points)
-        if len(proposals) != len(points):
-            raise RuntimeError(f"proposer {self.proposer.name} returned {len(proposals)} proposals for "
-                               f"{len(points)} prompts")
-        proposals = proposals.select(torch.nonzero(proposals.quality > self.config.iou_threshold).flatten())
-        vectors, valid = pool_proposals(features, proposals.masks)
-        analysis = ImageAnalysis(features, proposals, vectors, valid, len(points))
-        self._analyses.put(prepared.key, analysis)
+        size = prepared.work.shape[:2]
+        pending = np.zeros((0, 2), np.float32)
+        if analysis is None:
+            features = self._whole_features(prepared)
+            analysis = ImageAnalysis(features, Proposals.empty(size), torch.zeros((0, features.dim)),
+                                     torch.zeros(0, dtype=torch.bool), np.zeros((0, 2), np.float32))
+            pending = paper_grid(size, self.config.points_per_side) if self.config.prompting == "grid" \
+                else coarse_grid(size, self.config.coarse_grid_per_side)
+        if self.config.prompting == "similarity":
+            prototypes = memory.prototypes()
+            peaks = similarity_peaks(analysis.features, prototypes, prototypes.levels,
+                                     self.config.similarity_level_fraction, self.config.max_similarity_prompts)
+            pending = np.concatenate([peaks, pending])  # most similar first: they claim their objects early
+        pending = _not_yet_prompted(pending, analysis.prompted)
+        if len(pending):
+            analysis = self._decode(prepared, analysis, pending)
+            self._analyses.put(prepared.key, analysis)  # re-put: the entry grew
+        elif prepared.key not in self._analyses:
+            self._analyses.put(prepared.key, analysis)
         return analysis
+
+    def _decode(self, prepared: PreparedImage, analysis: ImageAnalysis, points: np.ndarray) -> ImageAnalysis:
+        """Decode `points` and add the proposals that pass the quality gate. Similarity prompting decodes in
+        batches and skips points already covered by an accepted mask (one object needs one prompt)."""
+        embedding = self._embedding(prepared)
+        size = prepared.work.shape[:2]
+        skip_covered = self.config.prompting == "similarity"
+        batch = self.config.points_batch_size if skip_covered else len(points)
+        accepted, decoded = [analysis.proposals], []
+        for start in range(0, len(points), batch):
+            chunk = points[start:start + batch]
+            if skip_covered:
+                for done in accepted:
+                    chunk = chunk[~inside_masks(chunk, done.logits, size)]
+            if len(chunk) == 0:
+                continue
+            proposals = self.proposer.propose(embedding, chunk, min_quality=self.config.iou_threshold)
+            if proposals.prompt_index is None and len(proposals) not in (0, len(chunk)):
+                raise RuntimeError(f"proposer {self.proposer.name} returned {len(proposals)} proposals for "
+                                   f"{len(chunk)} prompts")
+            gated = proposals.select(torch.nonzero(proposals.quality > self.config.iou_threshold).flatten())
+            accepted.append(Proposals(gated.logits, gated.quality, size))
+            decoded.append(chunk)
+        new = Proposals.concat(accepted[1:], size)
+        vectors, valid = pool_proposals(analysis.features, new.masks)
+        log.debug("decoded %d prompt(s), %d proposal(s) passed the gate", sum(map(len, decoded)), len(new))
+        return ImageAnalysis(analysis.features, Proposals.concat([analysis.proposals, new], size),
+                             torch.cat([analysis.vectors, vectors]), torch.cat([analysis.valid, valid]),
+                             np.concatenate([analysis.prompted, *decoded]))
 
     def _segment(self, prepared: PreparedImage, prompts: PromptSet) -> Proposals:
         scale = prepared.scale
@@ -289,3 +326,17 @@ class Engine:
         keep = keep[torch.argsort(score[keep], descending=True)][:MINED_NEGATIVES_PER_IMAGE]
         return [MemoryEntry(prototypes.labels[int(label[i])], analysis.vectors[i].numpy().astype(np.float32), True)
                 for i in keep]
+
+
+def _not_yet_prompted(points: np.ndarray, prompted: np.ndarray, tolerance: float = 0.5) -> np.ndarray:
+    """Drop points within `tolerance` pixels of one already decoded (and duplicates among themselves)."""
+    if len(points) == 0:
+        return points
+    keys = np.round(points / tolerance).astype(np.int64)
+    seen = {tuple(k) for k in np.round(prompted / tolerance).astype(np.int64)}
+    keep = []
+    for i, key in enumerate(map(tuple, keys)):
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return points[keep]

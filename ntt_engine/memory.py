@@ -31,12 +31,14 @@ class MemoryEntry:
     label: str
     vector: np.ndarray  # [C] float32, raw pooled features
     negative: bool = False  # a mined false positive of `label` (§9.5), not an example of it
+    level: float = 0.0  # how similar the reference's own foreground patches are to it (similarity prompting)
 
 
 @dataclass(frozen=True)
 class Prototypes:
     labels: tuple[str, ...]
     vectors: torch.Tensor  # [K, C], L2-normalised
+    levels: torch.Tensor | None = None  # [K] mean reference self-similarity level per class
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -116,18 +118,19 @@ class MemoryBank:
         cached = self._prototype_cache.get(negative)
         if cached and cached[0] == self.revision:
             return cached[1]
-        grouped: dict[str, list[np.ndarray]] = {}
+        grouped: dict[str, list[MemoryEntry]] = {}
         for entry in self._all_entries():
             if entry.negative != negative:
                 continue
-            vectors = grouped.setdefault(entry.label, [])
-            if self.max_per_class is None or len(vectors) < self.max_per_class:
-                vectors.append(entry.vector)
+            members = grouped.setdefault(entry.label, [])
+            if self.max_per_class is None or len(members) < self.max_per_class:
+                members.append(entry)
         labels = tuple(sorted(grouped))
         dim = self.dim or 0
-        means = [np.mean(np.stack(grouped[label]), axis=0) for label in labels]
+        means = [np.mean(np.stack([e.vector for e in grouped[label]]), axis=0) for label in labels]
         vectors = normalise(torch.from_numpy(np.stack(means)).float()) if means else torch.zeros((0, dim))
-        result = Prototypes(labels, vectors)
+        levels = torch.tensor([float(np.mean([e.level for e in grouped[label]])) for label in labels])
+        result = Prototypes(labels, vectors, levels)
         self._prototype_cache[negative] = (self.revision, result)
         return result
 
@@ -139,7 +142,8 @@ class MemoryBank:
         records, vectors = [], []
         for ref_id, entries in self._entries.items():
             for entry in entries:
-                records.append({"ref_id": ref_id, "label": entry.label, "negative": entry.negative})
+                records.append({"ref_id": ref_id, "label": entry.label, "negative": entry.negative,
+                                "level": entry.level})
                 vectors.append(entry.vector.astype(np.float32))
         meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "encoder": self.encoder_name,
                 "revision": self.revision, "max_per_class": self.max_per_class,
@@ -172,7 +176,8 @@ class MemoryBank:
         bank = cls(meta.get("encoder"), meta.get("max_per_class"))
         for record, vector in zip(meta["references"], vectors):
             bank._entries.setdefault(record["ref_id"], []).append(
-                MemoryEntry(record["label"], vector, bool(record.get("negative", False))))
+                MemoryEntry(record["label"], vector, bool(record.get("negative", False)),
+                            float(record.get("level", 0.0))))
         bank._negative_images = set(meta.get("negative_images", []))
         bank.revision = int(meta.get("revision", 0))
         return bank

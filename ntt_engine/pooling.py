@@ -78,12 +78,23 @@ def pool_reference(features: PatchFeatures, mask: np.ndarray, sampling: str) -> 
 
     Returns None when the mask covers no patch at this resolution (the caller reports it).
     """
-    weights = reference_patch_weights(features, mask, sampling)
+    pooled = pool_reference_with_level(features, mask, sampling)
+    return None if pooled is None else pooled[0]
+
+
+def pool_reference_with_level(features: PatchFeatures, mask: np.ndarray, sampling: str,
+                              percentile: float = 0.2) -> tuple[torch.Tensor, float] | None:
+    """`pool_reference` plus the reference's self-similarity level: a low percentile of the cosine between its
+    foreground patches and its pooled vector (ALGORITHM.md §11.2), which calibrates similarity prompting."""
+    weights = reference_patch_weights(features, mask, sampling).reshape(-1)
     total = float(weights.sum())
     if total <= 0:
         return None
-    grid = features.grid.float()
-    return (weights.reshape(-1) @ grid.reshape(-1, grid.shape[-1])) / total
+    grid = features.grid.float().reshape(-1, features.grid.shape[-1])
+    vector = (weights @ grid) / total
+    foreground = weights >= 0.5 * float(weights.max())
+    cosines = normalise(grid[foreground]) @ normalise(vector)
+    return vector, float(torch.quantile(cosines, percentile))
 
 
 def normalise(vectors: torch.Tensor) -> torch.Tensor:

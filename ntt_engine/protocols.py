@@ -37,10 +37,11 @@ class ProposalGenerator(Protocol):
         """Per-image state reused by every decode call (SAM2: the image encoder's output)."""
         ...
 
-    def propose(self, embedding: Any, points_xy: np.ndarray) -> Proposals:
-        """One proposal per single positive click at `points_xy` [N, 2] (original pixels, x then y).
+    def propose(self, embedding: Any, points_xy: np.ndarray, min_quality: float | None = None) -> Proposals:
+        """One proposal per single positive click at `points_xy` [N, 2] (original pixels, x then y), in order.
 
-        Returns exactly N proposals in the same order (no gating: the engine applies the quality gate).
+        A proposer may drop proposals whose quality is not above `min_quality` early, to save work; it then sets
+        `Proposals.prompt_index`. Ignoring `min_quality` and returning all N is always correct (the engine gates).
         """
         ...
 

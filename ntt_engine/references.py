@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .export import mask_to_bbox
-from .pooling import pool_reference
+from .pooling import pool_reference_with_level
 from .protocols import FeatureEncoder
 from .types import PatchFeatures
 
@@ -20,6 +20,7 @@ class ReferenceError(ValueError):
 class PooledReference:
     label: str
     vector: np.ndarray  # [C] float32
+    level: float  # self-similarity level (see pooling.pool_reference_with_level)
 
 
 def context_crop(bbox_xywh: Sequence[float], image_size: tuple[int, int], context: float) -> tuple[int, int, int, int]:
@@ -61,11 +62,12 @@ def pool_references(image: np.ndarray, masks: Sequence[np.ndarray], labels: Sequ
         if crop:
             x0, y0, x1, y1 = context_crop(mask_to_bbox(mask), mask.shape, context)
             features = encoder.encode(np.ascontiguousarray(image[y0:y1, x0:x1]))
-            vector = pool_reference(features, mask[y0:y1, x0:x1], sampling)
+            pooled_mask = pool_reference_with_level(features, mask[y0:y1, x0:x1], sampling)
         else:
-            vector = pool_reference(whole_image_features(), mask, sampling)
-        if vector is None:
+            pooled_mask = pool_reference_with_level(whole_image_features(), mask, sampling)
+        if pooled_mask is None:
             raise ReferenceError(f"region {i} ({label}): the mask ({int(mask.sum())} px) covers no feature cell at "
                                  f"the encoder's resolution; use reference_mask_sampling='area' or a larger mask")
-        pooled.append(PooledReference(label, vector.numpy().astype(np.float32)))
+        vector, level = pooled_mask
+        pooled.append(PooledReference(label, vector.numpy().astype(np.float32), level))
     return pooled

@@ -38,6 +38,7 @@ class Proposals:
     logits: torch.Tensor  # [N, h, w] float32
     quality: torch.Tensor  # [N] float32
     image_size: tuple[int, int]  # (H, W) of the original image
+    prompt_index: torch.Tensor | None = None  # [N] which prompt each proposal answers; None = one per prompt
 
     def __len__(self) -> int:
         return int(self.logits.shape[0])
@@ -47,7 +48,15 @@ class Proposals:
         return self.logits > 0
 
     def select(self, index: torch.Tensor) -> "Proposals":
-        return Proposals(self.logits[index], self.quality[index], self.image_size)
+        prompts = None if self.prompt_index is None else self.prompt_index[index]
+        return Proposals(self.logits[index], self.quality[index], self.image_size, prompts)
+
+    @staticmethod
+    def concat(parts: "list[Proposals]", image_size: tuple[int, int]) -> "Proposals":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Proposals.empty(image_size)
+        return Proposals(torch.cat([p.logits for p in parts]), torch.cat([p.quality for p in parts]), image_size)
 
     def nbytes(self) -> int:
         return sum(t.element_size() * t.nelement() for t in (self.logits, self.quality))

@@ -4,7 +4,7 @@ import pytest
 
 from ntt_engine import Engine, EngineConfig, ImageLoadError, MemoryBank, MemoryFormatError, PromptSet, ReferenceError
 from ntt_engine.backbones.test_backbones import ColourTextureEncoder, ConnectedComponentProposer
-from ntt_engine.engine import grid_points
+from ntt_engine.prompting import paper_grid as grid_points
 from ntt_engine.synthetic import generate_dataset
 from ntt_engine.image_io import load_image
 from pycocotools.coco import COCO
@@ -24,8 +24,8 @@ class Counting:
         self.calls += 1
         return self.inner.embed(image)
 
-    def propose(self, embedding, points):
-        return self.inner.propose(embedding, points)
+    def propose(self, embedding, points, min_quality=None):
+        return self.inner.propose(embedding, points, min_quality)
 
     def segment(self, embedding, prompts):
         return self.inner.segment(embedding, prompts)

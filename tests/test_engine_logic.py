@@ -34,10 +34,10 @@ def pick_references(coco: COCO) -> dict[int, list[int]]:
     return chosen
 
 
-@pytest.fixture(scope="module")
-def fitted(dataset):
+@pytest.fixture(scope="module", params=["grid", "similarity"])
+def fitted(dataset, request):
     coco, images = dataset
-    engine = Engine(EngineConfig.preset("synthetic"))
+    engine = Engine(EngineConfig.preset("synthetic", prompting=request.param))
     references = pick_references(coco)
     reference_images = set()
     for cat_id, ann_ids in references.items():
@@ -71,6 +71,27 @@ def test_segm_and_bbox_ap_at_least_090(dataset, fitted):
         stats[kind] = evaluator.stats[0]
     print(f"synthetic 3-shot: segm AP {stats['segm']:.3f}, bbox AP {stats['bbox']:.3f}")
     assert stats["segm"] >= 0.9 and stats["bbox"] >= 0.9
+    if engine.config.prompting == "similarity":
+        used = [engine.analyse(images / coco.loadImgs(i)[0]["file_name"]).prompts_used for i in eval_ids]
+        print(f"similarity prompting: {np.mean(used):.1f} prompts per image on average, at most {max(used)}")
+        assert max(used) <= 1024 // 12
+
+
+def test_similarity_prompting_repredicts_without_backbones_after_memory_change(dataset, fitted):
+    coco, images = dataset
+    engine, _ = fitted
+    ann = coco.loadAnns(coco.getAnnIds())[-1]
+    path = images / coco.loadImgs(ann["image_id"])[0]["file_name"]
+    before = engine.analyse(path)
+    engine.add_reference("extra", load_image(path), [coco.loadCats(ann["category_id"])[0]["name"]],
+                         [coco.annToMask(ann).astype(bool)])
+    try:
+        after = engine.analyse(path)
+        # the new memory may add peaks, but never re-decodes what is already decoded or covered
+        assert after.prompts_used >= before.prompts_used
+        assert after.features is before.features
+    finally:
+        engine.remove_reference("extra")
 
 
 def test_negative_images_have_no_confident_detections(dataset, fitted):

@@ -7,8 +7,8 @@ from ntt_engine import Engine, EngineConfig
 
 
 def test_fast_preset_on_random_weights_runs_end_to_end(caplog):
-    config = EngineConfig.preset("fast", random_weights=True, points_per_side=3, points_batch_size=4,
-                                 encoder_input_size=224)
+    config = EngineConfig.preset("fast", random_weights=True, prompting="grid", points_per_side=3,
+                                 points_batch_size=4, encoder_input_size=224)
     with caplog.at_level(logging.WARNING):
         engine = Engine(config)
     assert "RANDOM WEIGHTS" in caplog.text  # loud

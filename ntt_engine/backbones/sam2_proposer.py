@@ -142,7 +142,8 @@ class Sam2ProposalGenerator:
 
     # ------------------------------------------------------------------ decoder
     def _decode(self, emb: Sam2Embedding, coords: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """coords [B, K, 2] in the model frame, labels [B, K] → all 4 tokens: logits [B, 4, 256, 256], IoU [B, 4]."""
+        """Straightforward decode, all 4 tokens: logits [B, 4, 256, 256], IoU [B, 4]. Kept as the reference that
+        `_decode_best` must reproduce (tests compare them)."""
         m = self.model
         # no `boxes` argument: the prompt encoder then appends its not-a-point padding token, as SAM2's predictor does
         sparse, dense = m.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
@@ -159,36 +160,83 @@ class Sam2ProposalGenerator:
             iou = iou.sigmoid()
         return logits, iou
 
-    def _run(self, emb: Sam2Embedding, coords: torch.Tensor, labels: torch.Tensor, multimask: bool) -> Proposals:
+    def _decode_best(self, emb: Sam2Embedding, coords: torch.Tensor, labels: torch.Tensor, multimask: bool,
+                     min_quality: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`predict_masks` restructured so the expensive mask upscaling (≈40 % of the decoder) runs only for the
+        prompts that pass the quality gate, and only the chosen token's mask is formed. Same math, same outputs.
+
+        Returns (logits [k, 256, 256], quality [k], kept row indices [k])."""
+        m = self.model
+        decoder = m.sam_mask_decoder
+        sparse, dense = m.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        shift = 1 if decoder.pred_obj_scores else 0
+        weights = [decoder.iou_token.weight, decoder.mask_tokens.weight]
+        if decoder.pred_obj_scores:
+            weights.insert(0, decoder.obj_score_token.weight)
+        output_tokens = torch.cat(weights, dim=0).unsqueeze(0).expand(sparse.size(0), -1, -1)
+        tokens = torch.cat((output_tokens, sparse), dim=1)
+        src = torch.repeat_interleave(emb.image_embed, tokens.shape[0], dim=0) + dense
+        pos_src = torch.repeat_interleave(m.sam_prompt_encoder.get_dense_pe(), tokens.shape[0], dim=0)
+        b, c, h, w = src.shape
+        hs, src = decoder.transformer(src, pos_src, tokens)
+        iou = decoder.iou_prediction_head(hs[:, shift, :])
+        if self._iou_needs_sigmoid:
+            iou = iou.sigmoid()
+        mask_tokens_out = hs[:, shift + 1: shift + 1 + decoder.num_mask_tokens, :]
+        rows = torch.arange(b, device=iou.device)
+        best = iou[:, 1:].argmax(dim=1) + 1 if multimask else torch.zeros(b, dtype=torch.long, device=iou.device)
+        quality = iou[rows, best]
+        keep = rows if min_quality is None else torch.nonzero(quality > min_quality).flatten()
+        if keep.numel() == 0:
+            return torch.zeros((0, 4 * h, 4 * w), device=iou.device), quality[keep], keep
+        upscale_src = src[keep].transpose(1, 2).reshape(keep.numel(), c, h, w)
+        if decoder.use_high_res_features:
+            dc1, ln1, act1, dc2, act2 = decoder.output_upscaling
+            feat_s0, feat_s1 = emb.high_res_feats
+            upscaled = act1(ln1(dc1(upscale_src) + feat_s1))
+            upscaled = act2(dc2(upscaled) + feat_s0)
+        else:
+            upscaled = decoder.output_upscaling(upscale_src)
+        chosen = best[keep]
+        hyper = torch.empty((keep.numel(), upscaled.shape[1]), device=iou.device, dtype=upscaled.dtype)
+        for token in torch.unique(chosen).tolist():  # each token has its own hypernetwork MLP
+            sel = chosen == token
+            hyper[sel] = decoder.output_hypernetworks_mlps[token](mask_tokens_out[keep[sel], token, :])
+        k, uc, uh, uw = upscaled.shape
+        logits = (hyper.unsqueeze(1) @ upscaled.view(k, uc, uh * uw)).view(k, uh, uw)
+        return logits, quality[keep], keep
+
+    def _run(self, emb: Sam2Embedding, coords: torch.Tensor, labels: torch.Tensor, multimask: bool,
+             min_quality: float | None = None) -> Proposals:
         """Decode B prompts in batches of points_batch_size, the last partial batch included."""
-        out_logits, out_quality = [], []
+        out_logits, out_quality, out_index = [], [], []
         with torch.inference_mode():
             for start in range(0, coords.shape[0], self.points_batch_size):
                 stop = start + self.points_batch_size
-                logits, iou = self._decode(emb, coords[start:stop], labels[start:stop])
-                if multimask:  # best of the three multimask tokens 1–3 by predicted IoU; token 0 unused
-                    best = iou[:, 1:].argmax(dim=1) + 1
-                else:
-                    best = torch.zeros(iou.shape[0], dtype=torch.long, device=iou.device)
-                rows = torch.arange(iou.shape[0], device=iou.device)
-                out_logits.append(logits[rows, best].float().cpu())
-                out_quality.append(iou[rows, best].float().cpu())
+                logits, quality, kept = self._decode_best(emb, coords[start:stop], labels[start:stop], multimask,
+                                                          min_quality)
+                out_logits.append(logits.float().cpu())
+                out_quality.append(quality.float().cpu())
+                out_index.append(kept.cpu() + start)
         if not out_logits:
             return Proposals.empty(emb.image_size)
         # clone: plain tensors rather than inference tensors, so callers may modify them
-        return Proposals(torch.cat(out_logits).clone(), torch.cat(out_quality).clone(), emb.image_size)
+        return Proposals(torch.cat(out_logits).clone(), torch.cat(out_quality).clone(), emb.image_size,
+                         torch.cat(out_index).clone())
 
     def _frame(self, points_xy: np.ndarray, emb: Sam2Embedding) -> torch.Tensor:
         return torch.from_numpy(to_model_frame(points_xy, emb.image_size, self.resolution)).to(self.device)
 
-    def propose(self, embedding: Sam2Embedding, points_xy: np.ndarray) -> Proposals:
-        """One single-click proposal per point, exactly N in input order, 256×256 logits, no gating."""
+    def propose(self, embedding: Sam2Embedding, points_xy: np.ndarray, min_quality: float | None = None) -> Proposals:
+        """One single-click proposal per point, in input order, 256×256 logits. With `min_quality`, prompts whose
+        best predicted IoU is not above it are dropped before their masks are upscaled (`prompt_index` says which
+        prompts remain)."""
         pts = np.asarray(points_xy, dtype=np.float32).reshape(-1, 2)
         if len(pts) == 0:
             return Proposals.empty(embedding.image_size)
         coords = self._frame(pts, embedding)[:, None, :]  # [N, 1, 2]
         labels = torch.ones((len(pts), 1), dtype=torch.int, device=self.device)
-        return self._run(embedding, coords, labels, multimask=True)
+        return self._run(embedding, coords, labels, multimask=True, min_quality=min_quality)
 
     def segment(self, embedding: Sam2Embedding, prompts: PromptSet) -> Proposals:
         """One proposal per box (single-mask token 0; any points are added to every box's prompt), or — without

@@ -1,0 +1,41 @@
+"""The restructured SAM2 decode (gate first, upscale only the chosen token) equals the straightforward decode."""
+import numpy as np
+import pytest
+import torch
+
+from ntt_engine.backbones.sam2_proposer import Sam2ProposalGenerator
+
+
+@pytest.fixture(scope="module")
+def proposer_and_embedding():
+    proposer = Sam2ProposalGenerator("sam2.1_hiera_tiny", None, points_batch_size=5, random_weights=True)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    return proposer, proposer.embed(image)
+
+
+def straightforward(proposer, embedding, points):
+    coords = proposer._frame(points, embedding)[:, None, :]
+    labels = torch.ones((len(points), 1), dtype=torch.int)
+    with torch.inference_mode():
+        logits, iou = proposer._decode(embedding, coords, labels)
+    best = iou[:, 1:].argmax(dim=1) + 1
+    rows = torch.arange(len(points))
+    return logits[rows, best], iou[rows, best]
+
+
+def test_gated_best_token_decode_matches_the_straightforward_one(proposer_and_embedding):
+    proposer, embedding = proposer_and_embedding
+    points = np.array([[10, 10], [60, 40], [120, 90], [5, 80], [64, 48], [100, 20], [30, 60]], np.float32)
+    ref_logits, ref_quality = straightforward(proposer, embedding, points)
+    everything = proposer.propose(embedding, points)
+    assert torch.allclose(everything.logits, ref_logits, atol=1e-4)
+    assert torch.allclose(everything.quality, ref_quality, atol=1e-6)
+    threshold = float(ref_quality.median())
+    gated = proposer.propose(embedding, points, min_quality=threshold)
+    expected_rows = torch.nonzero(ref_quality > threshold).flatten()
+    assert torch.equal(gated.prompt_index, expected_rows)
+    assert 0 < len(gated) < len(points)
+    assert torch.allclose(gated.logits, ref_logits[expected_rows], atol=1e-4)
+    assert torch.equal(gated.logits > 0, ref_logits[expected_rows] > 0) or \
+        ((gated.logits > 0) != (ref_logits[expected_rows] > 0)).sum() <= 2  # only at |logit| ~ 1e-5
