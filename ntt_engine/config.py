@@ -26,7 +26,7 @@ class EngineConfig:
     random_weights: bool = False  # smoke tests only: no checkpoint is loaded, predictions are meaningless
     # --- proposals (§3) ---
     points_per_side: int = 32
-    points_batch_size: int = 64  # prompts per decoder batch; any value works, leftovers are never dropped
+    points_batch_size: int = 0  # prompts per decoder batch (0 = auto: 256 on a GPU, 16 on a CPU); leftovers kept
     iou_threshold: float = 0.4  # keep proposals with predicted IoU strictly above this
     prompting: str = "grid"  # "grid" (paper: points_per_side² clicks) or "similarity" (ALGORITHM.md §11)
     coarse_grid_per_side: int = 6  # similarity prompting: recall floor
@@ -50,6 +50,7 @@ class EngineConfig:
     max_image_side: int = 4096  # larger images are downscaled (bounded memory), results mapped back
     # --- runtime ---
     device: str = "auto"
+    precision: str = "auto"  # "auto" = bf16/fp16 autocast on CUDA, fp32 on CPU; "fp32" always (paper parity)
     num_threads: int | None = None
     cache_bytes: int = 512 * 1024 * 1024
 
@@ -58,9 +59,13 @@ class EngineConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         base: dict[str, Any] = {"preset_name": name}
+        if name == "paper":
+            base.update(precision="fp32")  # the reference runs fp32 (trainer.precision: 32)
         if name == "fast":
+            # whole-image reference pooling: references live at the targets' scale (which also calibrates the
+            # similarity levels for prompting) and a labelled image that was predicted costs no second forward
             base.update(encoder="dinov2_vits14", proposer="sam2.1_hiera_tiny", prompting="similarity",
-                        reference_mask_sampling="area", merge_at_proposal_resolution=True)
+                        reference_crop=False, reference_mask_sampling="area", merge_at_proposal_resolution=True)
         elif name == "synthetic":
             base.update(encoder="test_colour_texture", proposer="test_connected_components",
                         encoder_input_size=224, points_per_side=24, reference_crop=False,
@@ -83,6 +88,12 @@ class EngineConfig:
         if self.reference_mask_sampling not in ("nearest", "area"):
             raise ValueError(f"reference_mask_sampling must be 'nearest' or 'area', got "
                              f"{self.reference_mask_sampling!r}")
+
+    def decoder_batch(self, device: str) -> int:
+        """CPU cost per prompt is flat in the batch size, while memory grows with it: small batches on CPUs."""
+        if self.points_batch_size > 0:
+            return self.points_batch_size
+        return 256 if device.startswith("cuda") else 16
 
     def config_id(self) -> str:
         """Short stable id of everything that changes predictions (not runtime knobs)."""

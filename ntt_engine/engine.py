@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .backbones import build_encoder, build_proposer
+from .backbones import build_encoder, build_proposer, pick_device
 from .cache import ByteLRU
 from .config import EngineConfig
 from .export import mask_to_bbox
@@ -28,6 +28,7 @@ from .pooling import pool_proposals
 from .prompting import coarse_grid, inside_masks, paper_grid, similarity_peaks
 from .protocols import FeatureEncoder, ProposalGenerator
 from .references import ReferenceError, check_masks, pool_references
+from .timing import StageTimes
 from .types import Instance, PatchFeatures, PromptSet, Proposals
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class Engine:
         self._features: ByteLRU[PatchFeatures] = ByteLRU(self.config.cache_bytes // 4)
         self._embeddings: ByteLRU[Any] = ByteLRU(self.config.cache_bytes // 2)
         self._lock = threading.RLock()
+        self.stage_times = StageTimes()
         self.settings = MatchSettings(self.config.nms_threshold,
                                       nms_cap(self.config.max_instances, self.config.nms_cap_factor),
                                       self.config.merge_exponent, self.config.max_instances,
@@ -186,15 +188,17 @@ class Engine:
             negatives = memory.prototypes(negative=True) if self.config.use_negatives else None
             merge_size = None if self.config.merge_at_proposal_resolution else prepared.work.shape[:2]
             detections = select_detections(analysis.proposals.logits, analysis.proposals.quality, analysis.vectors,
-                                           analysis.valid, prototypes, self.settings, merge_size, negatives)
-            instances = []
-            keep = detections.score > score_threshold
-            index, label, score = detections.index[keep], detections.label[keep], detections.score[keep]
-            masks = upsample_logits(analysis.proposals.logits[index], prepared.original_size)
-            for mask, cls, value, proposal in zip(masks.numpy(), label.tolist(), score.tolist(), index.tolist()):
-                if mask.any():
-                    instances.append(Instance(prototypes.labels[cls], float(value), mask, mask_to_bbox(mask),
-                                              float(analysis.proposals.quality[proposal])))
+                                           analysis.valid, prototypes, self.settings, merge_size, negatives,
+                                           self.stage_times)
+            with self.stage_times.measure("output_masks"):
+                instances = []
+                keep = detections.score > score_threshold
+                index, label, score = detections.index[keep], detections.label[keep], detections.score[keep]
+                masks = upsample_logits(analysis.proposals.logits[index], prepared.original_size)
+                for mask, cls, value, proposal in zip(masks.numpy(), label.tolist(), score.tolist(), index.tolist()):
+                    if mask.any():
+                        instances.append(Instance(prototypes.labels[cls], float(value), mask, mask_to_bbox(mask),
+                                                  float(analysis.proposals.quality[proposal])))
             return instances
 
     def segment(self, image: ImageSource, prompts: PromptSet, image_key: str | None = None) -> list[Instance]:
@@ -229,7 +233,8 @@ class Engine:
     def _embedding(self, prepared: PreparedImage) -> Any:
         embedding = self._embeddings.get(prepared.key)
         if embedding is None:
-            embedding = self.proposer.embed(prepared.work)
+            with self.stage_times.measure("sam2_encoder"):
+                embedding = self.proposer.embed(prepared.work)
             self._embeddings.put(prepared.key, embedding)
         return embedding
 
@@ -239,7 +244,8 @@ class Engine:
             return analysis.features
         features = self._features.get(prepared.key)
         if features is None:
-            features = self.encoder.encode(prepared.work)
+            with self.stage_times.measure("dinov2"):
+                features = self.encoder.encode(prepared.work)
             self._features.put(prepared.key, features)
         return features
 
@@ -272,7 +278,7 @@ class Engine:
         embedding = self._embedding(prepared)
         size = prepared.work.shape[:2]
         skip_covered = self.config.prompting == "similarity"
-        batch = self.config.points_batch_size if skip_covered else len(points)
+        batch = self.config.decoder_batch(pick_device(self.config.device)) if skip_covered else len(points)
         accepted, decoded = [analysis.proposals], []
         for start in range(0, len(points), batch):
             chunk = points[start:start + batch]
@@ -281,7 +287,8 @@ class Engine:
                     chunk = chunk[~inside_masks(chunk, done.logits, size)]
             if len(chunk) == 0:
                 continue
-            proposals = self.proposer.propose(embedding, chunk, min_quality=self.config.iou_threshold)
+            with self.stage_times.measure("decoder"):
+                proposals = self.proposer.propose(embedding, chunk, min_quality=self.config.iou_threshold)
             if proposals.prompt_index is None and len(proposals) not in (0, len(chunk)):
                 raise RuntimeError(f"proposer {self.proposer.name} returned {len(proposals)} proposals for "
                                    f"{len(chunk)} prompts")
@@ -289,7 +296,8 @@ class Engine:
             accepted.append(Proposals(gated.logits, gated.quality, size))
             decoded.append(chunk)
         new = Proposals.concat(accepted[1:], size)
-        vectors, valid = pool_proposals(analysis.features, new.masks)
+        with self.stage_times.measure("pooling"):
+            vectors, valid = pool_proposals(analysis.features, new.masks)
         log.debug("decoded %d prompt(s), %d proposal(s) passed the gate", sum(map(len, decoded)), len(new))
         return ImageAnalysis(analysis.features, Proposals.concat([analysis.proposals, new], size),
                              torch.cat([analysis.vectors, vectors]), torch.cat([analysis.valid, valid]),

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torchvision.ops import batched_nms, masks_to_boxes
 
 from .memory import Prototypes
+from .timing import NULL_TIMES, StageTimes
 
 
 @dataclass(frozen=True)
@@ -105,20 +106,23 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, int], chunk: int = 32
 
 def select_detections(logits: torch.Tensor, quality: torch.Tensor, vectors: torch.Tensor, valid: torch.Tensor,
                       prototypes: Prototypes, settings: MatchSettings, merge_size: tuple[int, int] | None,
-                      negatives: Prototypes | None = None) -> Detections:
+                      negatives: Prototypes | None = None, times: StageTimes = NULL_TIMES) -> Detections:
     """Classify, NMS, positivity filter, soft merge, top-k. `merge_size` None = merge at the logits' resolution."""
     empty = Detections(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0))
     if len(prototypes) == 0 or logits.shape[0] == 0:
         return empty
-    label, score = classify(vectors, valid, prototypes)
-    if negatives is not None:
-        score = penalise_negatives(score, label, vectors, prototypes, negatives, settings.negative_temperature)
-    keep = class_aware_nms(logits > 0, quality, label, settings.nms_threshold, settings.nms_cap)
-    keep = keep[score[keep] > 0]
+    with times.measure("classify"):
+        label, score = classify(vectors, valid, prototypes)
+        if negatives is not None:
+            score = penalise_negatives(score, label, vectors, prototypes, negatives, settings.negative_temperature)
+    with times.measure("nms"):
+        keep = class_aware_nms(logits > 0, quality, label, settings.nms_threshold, settings.nms_cap)
+        keep = keep[score[keep] > 0]
     if keep.numel() == 0:
         return empty
-    masks = logits[keep] > 0 if merge_size is None else upsample_logits(logits[keep], merge_size)
-    merged = semantic_soft_merge(masks, vectors[keep], label[keep], score[keep], settings.merge_exponent)
+    with times.measure("merging"):
+        masks = logits[keep] > 0 if merge_size is None else upsample_logits(logits[keep], merge_size)
+        merged = semantic_soft_merge(masks, vectors[keep], label[keep], score[keep], settings.merge_exponent)
     order = torch.argsort(merged, descending=True, stable=True)[: settings.max_instances]
     return Detections(keep[order], label[keep][order], merged[order])
 

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from timm.models.vision_transformer import checkpoint_filter_fn
 
+from .precision import autocast_for
 from ..checkpoints import CheckpointError, describe_mismatch, weights_id
 from ..types import PatchFeatures
 
@@ -60,7 +61,8 @@ class DinoV2Encoder:
     """FeatureEncoder: the image squashed to input_size², patch tokens after the final norm → [h, w, C]."""
 
     def __init__(self, model_name: str, checkpoint: Path | None, input_size: int = 518, device: str = "cpu",
-                 random_weights: bool = False, checkpoint_sha256: str | None = None) -> None:
+                 random_weights: bool = False, checkpoint_sha256: str | None = None,
+                 precision: str = "fp32") -> None:
         if model_name not in TIMM_ARCHS:
             raise ValueError(f"unknown DINOv2 model {model_name!r}; choose one of {', '.join(TIMM_ARCHS)}")
         if input_size % PATCH_SIZE:
@@ -70,6 +72,8 @@ class DinoV2Encoder:
         self.model_name = model_name
         self.input_size = input_size
         self.device = torch.device(device)
+        self.precision = precision
+        autocast_for(self.device, precision)  # validates the value early
         arch = TIMM_ARCHS[model_name]
 
         if random_weights:
@@ -118,7 +122,7 @@ class DinoV2Encoder:
 
     def encode(self, image: np.ndarray) -> PatchFeatures:
         x = self.preprocess(image)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast_for(self.device, self.precision):
             tokens = self.model.forward_features(x)  # [1, prefix + h·w, C], after the final norm
         h, w = self.grid_size
         patches = tokens[0, self.num_prefix_tokens:]

@@ -17,6 +17,7 @@ import torch
 from sam2.build_sam import build_sam2
 from sam2.utils.transforms import SAM2Transforms
 
+from .precision import autocast_for
 from ..checkpoints import CheckpointError, describe_mismatch, weights_id
 from ..types import PromptSet, Proposals
 
@@ -64,7 +65,7 @@ class Sam2ProposalGenerator:
 
     def __init__(self, model_name: str, checkpoint: Path | None, device: str = "cpu", points_batch_size: int = 64,
                  add_no_mem_embed: bool = False, random_weights: bool = False,
-                 checkpoint_sha256: str | None = None) -> None:
+                 checkpoint_sha256: str | None = None, precision: str = "fp32") -> None:
         if model_name not in SAM2_CONFIGS:
             raise ValueError(f"unknown SAM2 model {model_name!r}; choose one of {', '.join(SAM2_CONFIGS)}")
         if points_batch_size < 1:
@@ -73,6 +74,8 @@ class Sam2ProposalGenerator:
             raise ValueError(f"{model_name}: a checkpoint is required unless random_weights=True")
         self.model_name = model_name
         self.device = torch.device(device)
+        self.precision = precision
+        autocast_for(self.device, precision)  # validates the value early
         self.points_batch_size = points_batch_size
         self.add_no_mem_embed = add_no_mem_embed
         config = SAM2_CONFIGS[model_name]
@@ -132,7 +135,7 @@ class Sam2ProposalGenerator:
             raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
         # squash to resolution² (torchvision bilinear, antialiased) + ImageNet mean/std, on the model's device
         x = self._transforms.transforms(self._transforms.to_tensor(image).to(self.device))[None]
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast_for(self.device, self.precision):
             out = self.model.forward_image(x)  # also applies conv_s0 / conv_s1 to the two high-res levels
             s0, s1, embed = out["backbone_fpn"][-3:]
             if self.add_no_mem_embed:  # stock SAM2ImagePredictor does this; the reference does not (§3.2)
@@ -210,7 +213,7 @@ class Sam2ProposalGenerator:
              min_quality: float | None = None) -> Proposals:
         """Decode B prompts in batches of points_batch_size, the last partial batch included."""
         out_logits, out_quality, out_index = [], [], []
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast_for(self.device, self.precision):
             for start in range(0, coords.shape[0], self.points_batch_size):
                 stop = start + self.points_batch_size
                 logits, quality, kept = self._decode_best(emb, coords[start:stop], labels[start:stop], multimask,

@@ -1,0 +1,203 @@
+"""Stage-by-stage cost of one image for the `paper` and `fast` presets, measured in one run on this machine.
+
+    python benchmarks/bench_pipeline.py                 # both presets, 480x640 image, writes benchmarks/out/
+    python benchmarks/bench_pipeline.py --presets fast  # one preset
+
+Real architectures with random weights (pretrained files cannot be fetched here; cost does not depend on the
+values, except that random SAM2 passes every prompt through the IoU gate — a worst case for the stages after the
+decoder). Each preset runs in its own subprocess so its peak RSS is its own. Prints the issue-6 ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def peak_rss_mib() -> float:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_preset(preset: str, threads: int, size: tuple[int, int]) -> dict:
+    import numpy as np
+    import torch
+    from pycocotools.coco import COCO
+
+    from ntt_engine import Engine, EngineConfig, MemoryBank
+    from ntt_engine.export import mask_to_rle
+    from ntt_engine.image_io import load_image
+    from ntt_engine.memory import MemoryEntry
+    from ntt_engine.synthetic import generate_dataset
+
+    torch.set_num_threads(threads)
+    data = Path(tempfile.mkdtemp(prefix="ntt-bench-"))
+    coco = COCO(str(generate_dataset(data, images=3, classes=3, seed=1, size=size, negative_fraction=0.0)))
+    samples = []
+    for image_id in sorted(coco.getImgIds()):
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
+        samples.append((load_image(data / "images" / coco.loadImgs(image_id)[0]["file_name"]),
+                        [coco.loadCats(a["category_id"])[0]["name"] for a in anns],
+                        [coco.annToMask(a).astype(bool) for a in anns]))
+    (ref_image, ref_labels, ref_masks), (target, target_labels, target_masks), (other, other_labels, other_masks) = \
+        samples
+
+    engine = Engine(EngineConfig.preset(preset, random_weights=True))
+    started = time.perf_counter()
+    engine.add_reference("ref", ref_image, ref_labels, ref_masks)
+    add_reference_cold = time.perf_counter() - started
+
+    engine.stage_times.reset()
+    started = time.perf_counter()
+    instances = engine.predict(target)
+    with engine.stage_times.measure("output_rle"):
+        encoded = [mask_to_rle(inst.mask) for inst in instances]
+    cold = time.perf_counter() - started
+    stages = engine.stage_times.snapshot()
+    prompts = engine.analyse(target).prompts_used
+
+    # DINOv2 forward alone, for the add-reference target
+    started = time.perf_counter()
+    engine.encoder.encode(other)
+    dinov2_forward = time.perf_counter() - started
+
+    # a reference on a new image, then one on the cached target (no forward expected)
+    started = time.perf_counter()
+    engine.add_reference("other", other, other_labels, other_masks)
+    add_reference_new = time.perf_counter() - started
+    engine.stage_times.reset()
+    started = time.perf_counter()
+    engine.add_reference("target-as-ref", target, target_labels[:1], target_masks[:1])
+    add_reference_cached = time.perf_counter() - started
+    forwards_for_cached_reference = engine.stage_times.calls.get("dinov2", 0)
+    engine.remove_reference("target-as-ref")
+
+    # re-predict the cached target after the memory changed
+    started = time.perf_counter()
+    engine.predict(target)
+    repredict = time.perf_counter() - started
+
+    # matching with 1,000 references per class vs the small memory
+    def timed_predict(memory: MemoryBank) -> float:
+        engine.predict(target, memory=memory)  # warm the prototype cache
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter()
+            engine.predict(target, memory=memory)
+            runs.append(time.perf_counter() - started)
+        return min(runs)
+
+    big = engine.new_memory()
+    rng = np.random.default_rng(0)
+    dim = engine.memory.dim
+    for i in range(1000):
+        big.set_reference(f"r{i}", [MemoryEntry(label, rng.standard_normal(dim).astype(np.float32))
+                                    for label in sorted(set(ref_labels) | set(other_labels))])
+    matching_small, matching_big = timed_predict(engine.memory), timed_predict(big)
+
+    encoders = stages.get("sam2_encoder", 0) + stages.get("dinov2", 0)
+    decoder = stages.get("decoder", 0)
+    return {
+        "preset": preset, "image": f"{size[0]}x{size[1]}", "threads": threads, "prompts": prompts,
+        "instances": len(encoded), "stages_s": stages, "cold_predict_s": cold,
+        "decoder_per_prompt_ms": 1000 * decoder / max(prompts, 1),
+        "ratio_total_over_encoders_plus_decoder": cold / (encoders + decoder),
+        "ratio_total_over_encoders": cold / encoders,
+        "repredict_after_memory_change_s": repredict, "ratio_repredict_over_cold": repredict / cold,
+        "add_reference_first_s": add_reference_cold, "add_reference_new_image_s": add_reference_new,
+        "dinov2_forward_s": dinov2_forward, "add_reference_cached_image_s": add_reference_cached,
+        "dinov2_forwards_for_cached_reference": forwards_for_cached_reference,
+        "matching_1000_refs_per_class_added_ms": 1000 * (matching_big - matching_small),
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def memory_file_size() -> int:
+    import numpy as np
+
+    from ntt_engine.memory import MemoryBank, MemoryEntry
+    bank, rng = MemoryBank("dinov2_vitl14"), np.random.default_rng(0)
+    for shot in range(30):
+        bank.set_reference(f"shot{shot}", [MemoryEntry(f"class{c}", rng.standard_normal(1024).astype(np.float32))
+                                           for c in range(80)])
+    with tempfile.TemporaryDirectory() as tmp:
+        bank.save(Path(tmp) / "m.ntt")
+        return (Path(tmp) / "m.ntt").stat().st_size
+
+
+def chart(results: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    stages = sorted({s for r in results for s in r["stages_s"]}, key=lambda s: -max(r["stages_s"].get(s, 0)
+                                                                                    for r in results))
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.9 * len(results)))
+    for row, result in enumerate(results):
+        left = 0.0
+        for stage in stages:
+            width = result["stages_s"].get(stage, 0.0)
+            ax.barh(row, width, left=left, label=stage if row == 0 else None)
+            left += width
+    ax.set_yticks(range(len(results)), [f"{r['preset']} ({r['prompts']} prompts)" for r in results])
+    ax.set_xlabel("seconds per image (cold)")
+    ax.set_title(f"ntt stage costs, {results[0]['image']} image, {results[0]['threads']} CPU threads")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["paper", "fast"])
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--size", default="640x480", help="image WIDTHxHEIGHT")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    width, height = map(int, args.size.split("x"))
+    if args.worker:
+        print(json.dumps(measure_preset(args.worker, args.threads, (width, height))))
+        return 0
+    results = []
+    for preset in args.presets:
+        print(f"[bench] {preset} ...", flush=True)
+        run = subprocess.run([sys.executable, __file__, "--worker", preset, "--threads", str(args.threads),
+                              "--size", args.size], capture_output=True, text=True, check=True)
+        results.append(json.loads(run.stdout.strip().splitlines()[-1]))
+    report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                         f"{args.threads} torch threads, {platform.python_version()}",
+              "memory_file_30shot_80class_bytes": memory_file_size(), "results": results}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench_pipeline.json").write_text(json.dumps(report, indent=2))
+    chart(results, args.out / "bench_pipeline.png")
+    print(f"\nmachine: {report['machine']}")
+    for r in results:
+        print(f"\n== {r['preset']} ({r['image']}, {r['prompts']} prompts, {r['instances']} instances) ==")
+        for stage, seconds in sorted(r["stages_s"].items(), key=lambda kv: -kv[1]):
+            print(f"  {stage:<14} {seconds:8.3f} s")
+        print(f"  cold predict   {r['cold_predict_s']:8.3f} s   decoder {r['decoder_per_prompt_ms']:.1f} ms/prompt")
+        print(f"  total / (encoders + decoder)       {r['ratio_total_over_encoders_plus_decoder']:.3f}")
+        print(f"  total / (SAM2 encoder + DINOv2)    {r['ratio_total_over_encoders']:.3f}")
+        print(f"  re-predict after memory change     {100 * r['ratio_repredict_over_cold']:.2f} % of cold")
+        print(f"  add reference (new image)          {r['add_reference_new_image_s']:.3f} s "
+              f"(DINOv2 forward {r['dinov2_forward_s']:.3f} s)")
+        print(f"  add reference (cached image)       {r['add_reference_cached_image_s'] * 1000:.1f} ms, "
+              f"{r['dinov2_forwards_for_cached_reference']} DINOv2 forward(s)")
+        print(f"  1,000 refs/class add to matching   {r['matching_1000_refs_per_class_added_ms']:.1f} ms")
+        print(f"  peak RSS                           {r['peak_rss_mib']:.0f} MiB")
+    print(f"\nmemory file, 30-shot x 80 classes x 1024-d: {report['memory_file_30shot_80class_bytes'] / 2**20:.2f} MiB")
+    print(f"wrote {args.out / 'bench_pipeline.json'} and {args.out / 'bench_pipeline.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
