@@ -1,0 +1,12 @@
+"""labelstudio_backend: the Label Studio ML backend of ntt-label, a thin adapter over ntt_engine.
+
+    python -m labelstudio_backend --host 127.0.0.1 --port 9090          # development server
+    gunicorn -c python:labelstudio_backend.gunicorn_conf labelstudio_backend.wsgi:app
+    python -m labelstudio_backend prelabel --project 4 [--ray]            # bulk pre-labelling
+
+See app.py for the routes and settings.py for the environment variables.
+"""
+from .app import create_app
+from .settings import Settings
+
+__all__ = ["Settings", "create_app"]

@@ -1,0 +1,288 @@
+"""The Label Studio ML-backend protocol over Flask 3 (see LABEL_STUDIO.md §1.5 for what Label Studio 1.23 sends).
+
+    GET  /health    {"status": "UP", "model_class": ..., "engine": "ready"|"loading"|...}   (never needs auth)
+    POST /setup     {"project": "4.17…", "schema": "<View>…", "extra_params": …} → {"model_version": ...}
+    POST /predict   {"tasks": [...], "project": ..., "label_config": ..., "params": {"context": ...}}
+                    → {"results": [one prediction per task, in order]}
+    POST /webhook   any Label Studio webhook → queued for the background worker, answered at once
+    GET  /versions  (JSON body or ?project=) → {"versions": [model_version]}
+    GET  /metrics   JSON, or Prometheus text with ?format=prometheus or Accept: text/plain
+Basic auth (BASIC_AUTH_USER/PASS) guards every route but /health, and /webhook too unless LABEL_STUDIO_API_KEY is
+set: then webhook payloads are never trusted (the worker re-reads everything from the API) and Label Studio's
+auto-created webhook, which carries no credentials, still gets through.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .events import SYNC, EventError, SyncJob, parse_webhook
+from .label_config import LabelConfigError
+from .predictions import Predictor
+from .projects import ProjectError, parse_project_id
+from .runtime import EngineUnavailable, Runtime
+from .settings import Settings
+from .sync import RESYNC_STALE_S, Synchronizer
+from .worker import SyncWorker
+
+log = logging.getLogger(__name__)
+
+MODEL_CLASS = "NoTimeToTrain"
+SETUP_ENGINE_WAIT_S = 2.0  # Label Studio gives /setup 3 s
+PREDICT_ENGINE_WAIT_S = 60.0  # and /predict 100 s
+
+
+class BadRequest(ValueError):
+    """Answered as 400 {"error": message}."""
+
+
+@dataclass
+class Backend:
+    """Everything the routes use; stored in app.extensions["ntt"]."""
+
+    runtime: Runtime
+    worker: SyncWorker
+    synchronizer: Synchronizer
+    predictor: Predictor
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
+    settings = settings or (runtime.settings if runtime else Settings.from_env())
+    configure_logging(settings.log_level)
+    rt = runtime or Runtime(settings)
+    synchronizer = Synchronizer(rt)
+    worker = SyncWorker(synchronizer, rt.metrics, settings.queue_size)
+    worker.start()
+    backend = Backend(rt, worker, synchronizer, Predictor(rt))
+    if settings.preload:
+        rt.start_preload()
+    if settings.trusts_payloads:
+        log.warning("LABEL_STUDIO_API_KEY is not set: webhook payloads are used as they come%s",
+                    "" if settings.auth_enabled else ", and with no basic auth anyone who can reach /webhook can "
+                    "change the memory")
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 256 * 1024 * 1024  # brush RLEs of big images are large
+    app.extensions["ntt"] = backend
+    _register_hooks(app, backend)
+    _register_routes(app, backend)
+    return app
+
+
+# ------------------------------------------------------------------------------------------------ hooks
+def _register_hooks(app: Flask, backend: Backend) -> None:
+    settings, metrics = backend.runtime.settings, backend.runtime.metrics
+
+    @app.before_request
+    def authenticate() -> Response | None:
+        g.started = time.perf_counter()
+        if not settings.auth_enabled or request.endpoint == "health":
+            return None
+        if request.endpoint == "webhook" and settings.label_studio_api_key:
+            return None
+        auth = request.authorization
+        if auth and auth.type == "basic" and \
+                hmac.compare_digest((auth.username or "").encode(), settings.basic_auth_user.encode()) and \
+                hmac.compare_digest((auth.password or "").encode(), settings.basic_auth_pass.encode()):
+            return None
+        response = jsonify(error="authentication required: this ML backend uses basic auth")
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Basic realm="ntt-label"'
+        return response
+
+    @app.after_request
+    def count(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "other"
+        metrics.request(route, response.status_code)
+        if "started" in g:
+            metrics.time(f"route {route}", time.perf_counter() - g.started)
+        return response
+
+    def error(status: int, message: str) -> tuple[Response, int]:
+        return jsonify(error=message), status
+
+    @app.errorhandler(BadRequest)
+    def bad_request(exc: BadRequest):
+        return error(400, str(exc))
+
+    @app.errorhandler(LabelConfigError)
+    def bad_config(exc: LabelConfigError):
+        return error(400, str(exc))
+
+    @app.errorhandler(EngineUnavailable)
+    def engine_unavailable(exc: EngineUnavailable):
+        return error(503, str(exc))
+
+    @app.errorhandler(ProjectError)
+    def project_busy(exc: ProjectError):
+        return error(503, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        return error(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        log.exception("%s %s failed", request.method, request.path)
+        return error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+# ------------------------------------------------------------------------------------------------ request parsing
+def json_body(required: bool = True) -> dict:
+    if not request.data:
+        if required:
+            raise BadRequest("the request needs a JSON object body")
+        return {}
+    try:
+        body = json.loads(request.get_data(cache=True))
+    except ValueError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the JSON body must be an object")
+    return body
+
+
+def project_of(value: Any, what: str) -> int:
+    try:
+        return parse_project_id(value)
+    except ValueError:
+        raise BadRequest(f"{what} needs 'project' (Label Studio sends \"<id>.<timestamp>\"), got {value!r}") from None
+
+
+def extra_params(value: Any) -> dict:
+    """The ML backend's "Extra params" field: null, a JSON object, or a string holding one."""
+    if value in (None, ""):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise BadRequest(f"extra_params is not valid JSON: {value[:100]!r}") from None
+    if not isinstance(value, dict):
+        raise BadRequest("extra_params must be a JSON object, e.g. {\"score_threshold\": 0.6}")
+    threshold = value.get("score_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not 0.0 <= threshold <= 1.0):
+        raise BadRequest(f"extra_params.score_threshold must be a number in [0, 1], got {threshold!r}")
+    unknown = set(value) - {"score_threshold"}
+    if unknown:
+        log.debug("extra_params: ignoring unknown keys %s", sorted(unknown))
+    return value
+
+
+# ------------------------------------------------------------------------------------------------ routes
+def _register_routes(app: Flask, backend: Backend) -> None:
+    rt, worker = backend.runtime, backend.worker
+
+    @app.get("/health")
+    def health():
+        body = {"status": "UP", "model_class": MODEL_CLASS, "engine": rt.engine_status}
+        if rt.engine_error:
+            body["error"] = rt.engine_error
+        return jsonify(body)
+
+    @app.post("/setup")
+    def setup():
+        body = json_body()
+        project = project_of(body.get("project"), "/setup")
+        params = extra_params(body.get("extra_params"))
+        engine = rt.wait_engine(SETUP_ENGINE_WAIT_S)
+        snap = rt.store.snapshot(project)
+        config = rt.label_config(snap.state, body.get("schema"))
+        threshold = params.get("score_threshold")
+        if config.xml != snap.state.label_config or threshold != snap.state.score_threshold:
+            with rt.store.edit(project) as snap:
+                snap.state.label_config = config.xml
+                if threshold != snap.state.score_threshold:
+                    snap.state.score_threshold = threshold
+                    snap.memory.touch()  # model_version changes, so Label Studio re-predicts
+        _maybe_resync(backend, project)
+        return jsonify(model_version=engine.version_of(snap.memory))
+
+    @app.post("/predict")
+    def predict():
+        body = json_body()
+        tasks = body.get("tasks")
+        if not isinstance(tasks, list):
+            raise BadRequest("/predict needs 'tasks': a list of Label Studio tasks")
+        project_value = body.get("project") or next(
+            (t.get("project") for t in tasks if isinstance(t, dict) and t.get("project") is not None), None)
+        project = project_of(project_value, "/predict")
+        rt.wait_engine(PREDICT_ENGINE_WAIT_S)
+        snap = rt.store.snapshot(project)  # reloads here when another process changed the memory
+        config = rt.label_config(snap.state, body.get("label_config"))
+        params = body.get("params") if isinstance(body.get("params"), dict) else {}
+        results = backend.predictor.predict_tasks(snap, config, tasks, params.get("context"))
+        return jsonify(results=results)
+
+    @app.post("/webhook")
+    def webhook():
+        try:
+            job = parse_webhook(json_body())
+        except EventError as exc:
+            raise BadRequest(str(exc)) from None
+        if job is None:
+            return jsonify(status="ignored")
+        if not worker.submit(job):
+            return jsonify(error="the event queue is full; retry later"), 503
+        return jsonify(status="queued", action=job.action, project=job.project_id)
+
+    @app.route("/versions", methods=["GET", "POST"])
+    def versions():
+        body = json_body(required=False)
+        value = body.get("project") or request.args.get("project")
+        engine = rt.wait_engine(SETUP_ENGINE_WAIT_S)
+        if value in (None, ""):
+            return jsonify(versions=[engine.model_id])
+        snap = rt.store.snapshot(project_of(value, "/versions"))
+        return jsonify(versions=[engine.version_of(snap.memory)])
+
+    @app.get("/metrics")
+    def metrics():
+        gauges = {"queue_length": worker.pending, "engine": rt.engine_status, "projects": _project_gauges(rt)}
+        wants_text = request.args.get("format") == "prometheus" or (
+            "text/plain" in request.headers.get("Accept", "") and "json" not in request.headers.get("Accept", ""))
+        if wants_text:
+            return Response(rt.metrics.prometheus(gauges), mimetype="text/plain; version=0.0.4")
+        return jsonify(rt.metrics.as_dict(gauges))
+
+
+def _maybe_resync(backend: Backend, project: int) -> None:
+    """With an API key, a project this backend has never synced (new connection, or an empty MODEL_DIR) is read
+    in full from Label Studio, once, in the background."""
+    rt = backend.runtime
+    if rt.api is None:
+        return
+    state = rt.store.snapshot(project).state
+    if state.synced_at is not None:
+        return
+    if state.sync_started_at is not None and time.time() - state.sync_started_at < RESYNC_STALE_S:
+        return
+    backend.worker.submit(SyncJob(SYNC, project))
+
+
+def _project_gauges(rt: Runtime) -> list[dict]:
+    if rt.engine_status != "ready":
+        return [{"project": p, "revision": None, "references": {}} for p in rt.store.projects()]
+    gauges = []
+    for project in rt.store.projects():
+        snap = rt.store.snapshot(project)
+        gauges.append({"project": project, "revision": snap.memory.revision, "references": snap.memory.counts(),
+                       "negative_images": len(snap.memory.negative_images),
+                       "annotations": len(snap.state.annotations),
+                       "model_version": rt.engine().version_of(snap.memory)})
+    return gauges

@@ -1,0 +1,92 @@
+"""Webhook payloads → jobs for the background worker (pure parsing; nothing is applied here).
+
+Label Studio 1.23 sends (see LABEL_STUDIO.md §1.5): ANNOTATION_CREATED / ANNOTATION_UPDATED with `annotation` and
+`task` objects, ANNOTATIONS_CREATED with lists under the same keys, ANNOTATIONS_DELETED with `annotations: [{id}]`,
+START_TRAINING with only `project`; and, because the auto-created webhook has send_for_all_actions, many others
+(TASKS_CREATED, PROJECT_UPDATED, ...) that this backend acknowledges and ignores.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .projects import parse_project_id
+
+ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED")
+DELETE_ACTIONS = ("ANNOTATIONS_DELETED",)
+RESYNC_ACTIONS = ("START_TRAINING",)
+HANDLED_ACTIONS = ANNOTATION_ACTIONS + DELETE_ACTIONS + RESYNC_ACTIONS
+SYNC = "SYNC"  # internal: a full resync requested by /setup
+
+
+class EventError(ValueError):
+    """A malformed webhook body (400)."""
+
+
+@dataclass(frozen=True)
+class SyncJob:
+    action: str
+    project_id: int | None
+    annotations: tuple[dict, ...] = ()  # full annotation objects (payload) or {"id": n} stubs
+    tasks: dict[int, dict] = field(default_factory=dict)  # task id → task object from the payload
+    label_config: str = ""  # the payload project's config (used only when payloads are trusted)
+    received_at: float = field(default_factory=time.time)
+
+    @property
+    def annotation_ids(self) -> list[int]:
+        ids = []
+        for annotation in self.annotations:
+            value = annotation.get("id")
+            if isinstance(value, int) and not isinstance(value, bool):
+                ids.append(value)
+        return ids
+
+
+def _as_list(value: Any) -> list[dict]:
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, dict)]
+    return []
+
+
+def _project_of(payload: dict, annotations: list[dict], tasks: list[dict]) -> int | None:
+    for candidate in [payload.get("project")] + [a.get("project") for a in annotations] + \
+                     [t.get("project") for t in tasks]:
+        if candidate is None:
+            continue
+        try:
+            return parse_project_id(candidate)
+        except ValueError:
+            continue
+    return None
+
+
+def parse_webhook(payload: Any) -> SyncJob | None:
+    """A job for a handled action, None for an action this backend ignores; EventError for a malformed body."""
+    if not isinstance(payload, dict):
+        raise EventError("the webhook body must be a JSON object")
+    action = payload.get("action")
+    if not isinstance(action, str) or not action:
+        raise EventError("the webhook body has no 'action'")
+    if action not in HANDLED_ACTIONS:
+        return None
+    project = payload.get("project")
+    config = project.get("label_config", "") if isinstance(project, dict) else ""
+    if action in RESYNC_ACTIONS:
+        project_id = _project_of(payload, [], [])
+        if project_id is None:
+            raise EventError(f"{action} without a project id")
+        return SyncJob(action, project_id, label_config=config if isinstance(config, str) else "")
+    key = "annotations" if action in DELETE_ACTIONS else "annotation"
+    annotations = _as_list(payload.get(key))
+    if not annotations:
+        raise EventError(f"{action} without '{key}'")
+    tasks = _as_list(payload.get("task"))
+    job = SyncJob(action, _project_of(payload, annotations, tasks), tuple(annotations),
+                  {t["id"]: t for t in tasks if isinstance(t.get("id"), int)},
+                  config if isinstance(config, str) else "")
+    if not job.annotation_ids:
+        raise EventError(f"{action}: annotations without integer ids")
+    return job

@@ -1,0 +1,121 @@
+"""The project's labeling config → which controls receive predictions and which image they label.
+
+Parsed with label-studio-sdk's `LabelInterface`, the library Label Studio itself uses. Supported:
+BrushLabels, PolygonLabels and RectangleLabels (prediction outputs and reference inputs), KeyPointLabels and
+`smart` RectangleLabels (interactive prompts). Everything else in the config (Choices, TextArea, ...) is ignored.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+from label_studio_sdk.label_interface import LabelInterface
+
+log = logging.getLogger(__name__)
+
+# control tag → the result `type` Label Studio uses for its regions
+OUTPUT_TAGS = {"BrushLabels": "brushlabels", "PolygonLabels": "polygonlabels", "RectangleLabels": "rectanglelabels"}
+PROMPT_TAGS = {"KeyPointLabels": "keypointlabels", "RectangleLabels": "rectanglelabels"}
+
+
+class LabelConfigError(ValueError):
+    """A config this backend cannot serve; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class Control:
+    name: str  # from_name in results
+    tag: str  # "BrushLabels", ...
+    type: str  # result type, "brushlabels", ...
+    to_name: str  # the Image object it labels
+    labels: tuple[str, ...]
+    smart: bool = False  # offered as an auto-annotation (interactive) tool
+    smart_only: bool = False  # only a prompt tool: gets no predictions
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    xml: str
+    image_name: str  # name of the <Image> object the supported controls label
+    value_key: str  # task data key of that image ("image" for value="$image")
+    controls: tuple[Control, ...]
+
+    @property
+    def outputs(self) -> tuple[Control, ...]:
+        """Controls that receive predicted regions."""
+        return tuple(c for c in self.controls if c.tag in OUTPUT_TAGS and not c.smart_only)
+
+    @property
+    def prompts(self) -> tuple[Control, ...]:
+        return tuple(c for c in self.controls if c.tag in PROMPT_TAGS)
+
+    @property
+    def labels(self) -> frozenset[str]:
+        """Labels a reference may carry: those of the region controls (keypoints are prompts, not references)."""
+        return frozenset(label for c in self.controls if c.tag in OUTPUT_TAGS for label in c.labels)
+
+    def control(self, name: str) -> Control | None:
+        return next((c for c in self.controls if c.name == name), None)
+
+    def mask_output(self) -> Control | None:
+        """Where an interactive (SAM) mask goes: brush first, then polygon, then rectangle."""
+        for tag in ("BrushLabels", "PolygonLabels", "RectangleLabels"):
+            for control in self.controls:
+                if control.tag == tag:
+                    return control
+        return None
+
+
+def _truthy(value: object) -> bool:
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+def parse_label_config(xml: str) -> LabelConfig:
+    """Raise LabelConfigError for unparsable XML or a config without a supported image control."""
+    return _parse_cached(xml or "")
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_cached(xml: str) -> LabelConfig:
+    if not xml.strip():
+        raise LabelConfigError("the label config is empty")
+    try:
+        interface = LabelInterface(xml)
+    except Exception as exc:  # noqa: BLE001 - the SDK raises several unrelated types for bad XML
+        raise LabelConfigError(f"the label config cannot be parsed: {exc}") from exc
+
+    images = {obj.name: obj for obj in interface.objects if obj.tag == "Image"}
+    found: list[Control] = []
+    for control in interface.controls:
+        if control.tag not in OUTPUT_TAGS and control.tag not in PROMPT_TAGS:
+            continue
+        targets = [name for name in (control.to_name or []) if name in images]
+        if not targets:
+            log.warning("label config: %s %r does not label an <Image>; ignored", control.tag, control.name)
+            continue
+        attr = control.attr or {}
+        found.append(Control(control.name, control.tag, OUTPUT_TAGS.get(control.tag) or PROMPT_TAGS[control.tag],
+                             targets[0], tuple(control.labels or ()), _truthy(attr.get("smart", "")),
+                             _truthy(attr.get("smartOnly", ""))))
+
+    outputs = [c for c in found if c.tag in OUTPUT_TAGS and not c.smart_only]
+    if not outputs:
+        tags = sorted({c.tag for c in interface.controls}) or ["none"]
+        raise LabelConfigError(
+            "the label config has no BrushLabels, PolygonLabels or RectangleLabels control on an <Image> "
+            f"(found: {', '.join(tags)}); this backend predicts instance masks, boxes or polygons for those")
+    image_name = outputs[0].to_name
+    ignored = [c.name for c in found if c.to_name != image_name]
+    if ignored:
+        log.warning("label config: only image %r is served; controls %s label another image and are ignored",
+                    image_name, ignored)
+    value = str(images[image_name].value or "")
+    if not value.startswith("$") or len(value) < 2:
+        raise LabelConfigError(f"<Image name={image_name!r}> needs value=\"$key\" naming a task data field, "
+                               f"got {value!r}")
+    controls = tuple(c for c in found if c.to_name == image_name)
+    for control in controls:
+        if not control.labels:
+            log.warning("label config: %s %r has no <Label> children", control.tag, control.name)
+    return LabelConfig(xml, image_name, value[1:], controls)

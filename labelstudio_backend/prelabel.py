@@ -1,0 +1,152 @@
+"""Bulk pre-labelling of a whole project through the Label Studio API, for projects too big for "Retrieve
+predictions" (which Label Studio runs synchronously with a 100 s timeout).
+
+Resumable: only tasks without a prediction of the current model_version are predicted, and each prediction is
+uploaded (POST /api/predictions/) as soon as it is made, so an interrupted run continues where it stopped. Tasks
+whose image cannot be read are reported and left for the next run. With `use_ray`, Ray actors (one engine each)
+predict batches; the memory travels once through the object store.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from tqdm import tqdm
+
+from ntt_engine import MemoryBank
+
+from .images import ImageFetchError
+from .label_config import LabelConfig, parse_label_config
+from .predictions import Predictor
+from .projects import ProjectSnapshot, ProjectState
+from .runtime import Runtime
+from .settings import Settings
+from .sync import Synchronizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrelabelStats:
+    tasks: int = 0
+    already_current: int = 0
+    predicted: int = 0
+    uploaded: int = 0
+    failed: int = 0
+    model_version: str = ""
+    errors: list[str] = field(default_factory=list)
+
+
+def _lean(task: dict) -> dict:
+    """Only what prediction needs: keeps a big project's task list small."""
+    return {"id": task.get("id"), "data": task.get("data"), "project": task.get("project")}
+
+
+def _batches(items: list[dict], size: int) -> Iterator[list[dict]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def predict_batch(runtime: Runtime, snap: ProjectSnapshot, config: LabelConfig, tasks: list[dict]
+                  ) -> list[tuple[int, dict | None, str | None]]:
+    """(task id, prediction or None, error) per task."""
+    engine = runtime.engine()
+    predictor = Predictor(runtime)
+    version = engine.version_of(snap.memory)
+    threshold = runtime.score_threshold(snap.state)
+    out = []
+    for task in tasks:
+        try:
+            out.append((task["id"], predictor.predict_task(engine, snap, config, task, threshold, version,
+                                                           strict=True), None))
+        except ImageFetchError as exc:
+            out.append((task["id"], None, str(exc)))
+    return out
+
+
+def prelabel(settings: Settings, project_id: int, batch_size: int = 8, use_ray: bool = False,
+             ray_address: str | None = None, actors: int | None = None, limit: int | None = None,
+             sync: bool = True, progress: bool = True, runtime: Runtime | None = None) -> PrelabelStats:
+    rt = runtime or Runtime(settings.replace(preload=False))
+    if rt.api is None:
+        raise SystemExit("prelabel needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (a personal access token)")
+    project = rt.api.get_project(project_id)
+    if project is None:
+        raise SystemExit(f"project {project_id} is not in Label Studio at {settings.label_studio_url}")
+    config = parse_label_config(project.get("label_config", ""))
+    if sync:  # incremental: only annotations changed since the last sync are recomputed
+        Synchronizer(rt).resync(project_id)
+    snap = rt.store.snapshot(project_id)
+    if not snap.state.label_config:
+        snap = ProjectSnapshot(ProjectState(project_id, label_config=config.xml,
+                                            score_threshold=snap.state.score_threshold), snap.memory)
+    version = rt.engine().version_of(snap.memory)
+    stats = PrelabelStats(model_version=version)
+    if len(snap.memory) == 0:
+        log.warning("project %d has no references yet: label a few images first", project_id)
+
+    todo = []
+    for task in rt.api.iter_tasks(project_id):
+        stats.tasks += 1
+        predictions = task.get("predictions") or []
+        if any(isinstance(p, dict) and p.get("model_version") == version for p in predictions):
+            stats.already_current += 1
+            continue
+        todo.append(_lean(task))
+        if limit is not None and len(todo) >= limit:
+            break
+    log.info("project %d: %d task(s), %d already predicted by %s, %d to do", project_id, stats.tasks,
+             stats.already_current, version, len(todo))
+
+    bar = tqdm(total=len(todo), desc=f"prelabel project {project_id}", unit="task", disable=not progress)
+    batches = list(_batches(todo, max(1, batch_size)))
+    results = _ray_results(settings, snap, config, batches, ray_address, actors) if use_ray else \
+        (predict_batch(rt, snap, config, batch) for batch in batches)
+    for batch_results in results:
+        for task_id, prediction, error in batch_results:
+            bar.update(1)
+            if prediction is None:
+                stats.failed += 1
+                stats.errors.append(f"task {task_id}: {error}")
+                log.error("task %s: %s (left for the next run)", task_id, error)
+                continue
+            stats.predicted += 1
+            rt.api.create_prediction(task_id, prediction["result"], prediction["score"], prediction["model_version"])
+            stats.uploaded += 1
+    bar.close()
+    return stats
+
+
+def _ray_results(settings: Settings, snap: ProjectSnapshot, config: LabelConfig, batches: list[list[dict]],
+                 address: str | None, actors: int | None) -> Iterator[list[tuple[int, dict | None, str | None]]]:
+    import ray
+    from ray.util import ActorPool
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        # an explicit address, else RAY_ADDRESS, else a private local instance (never some cluster that happens to
+        # run on this machine)
+        ray.init(address=address or (None if os.environ.get("RAY_ADDRESS") else "local"), log_to_driver=False)
+    count = actors or max(1, min(len(batches), int(ray.available_resources().get("GPU", 0)) or 1))
+    memory_ref = ray.put(snap.memory.to_bytes())
+    gpus = 1 if ray.available_resources().get("GPU", 0) >= count else 0
+
+    @ray.remote(num_gpus=gpus)
+    class PrelabelActor:
+        def __init__(self, settings: Settings, state: ProjectState, memory_bytes: bytes, xml: str):
+            self.rt = Runtime(settings.replace(preload=False))
+            memory = self.rt.engine().adopt_memory(MemoryBank.from_bytes(memory_bytes))
+            self.snap = ProjectSnapshot(state, memory)
+            self.config = parse_label_config(xml)
+
+        def predict(self, tasks: list[dict]) -> list[Any]:
+            return predict_batch(self.rt, self.snap, self.config, tasks)
+
+    pool = ActorPool([PrelabelActor.remote(settings, snap.state, memory_ref, config.xml) for _ in range(count)])
+    try:
+        yield from pool.map_unordered(lambda actor, batch: actor.predict.remote(batch), batches)
+    finally:
+        if started_here:
+            ray.shutdown()

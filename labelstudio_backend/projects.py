@@ -1,0 +1,234 @@
+"""Per-project state on disk: MODEL_DIR/<project id>/{memory.ntt, state.json, .lock}.
+
+Several gunicorn worker processes share MODEL_DIR. Every change is a read-modify-write under the project's file
+lock (fresh load from disk, change, atomic write of memory.ntt then state.json), so no process works on a stale
+copy. Readers stat state.json before each use (one syscall) and reload when it moved; state.json is written last,
+so a changed stat means the memory file is already complete. Cached memories are never mutated in place: an edit
+works on a fresh copy and replaces the cache entry, so in-flight predictions keep a consistent bank.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol
+
+from filelock import FileLock, Timeout
+
+from ntt_engine import MemoryBank, MemoryFormatError
+from ntt_engine.memory import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+class ProjectError(RuntimeError):
+    pass
+
+
+class MemoryFactory(Protocol):
+    def new_memory(self) -> MemoryBank: ...
+
+    def adopt_memory(self, memory: MemoryBank) -> MemoryBank: ...
+
+
+def parse_project_id(value: Any) -> int:
+    """Label Studio sends "4.1795614847" (<id>.<created_at>) in /setup and /predict, ints in tasks, and the
+    project object in webhooks."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if isinstance(value, bool):
+        raise ValueError(f"not a project id: {value!r}")
+    if isinstance(value, int):
+        project = value
+    elif isinstance(value, str) and value.strip():
+        head = value.strip().split(".", 1)[0]
+        if not head.isdigit():
+            raise ValueError(f"not a project id: {value!r}")
+        project = int(head)
+    else:
+        raise ValueError(f"not a project id: {value!r}")
+    if project < 0:
+        raise ValueError(f"not a project id: {value!r}")
+    return project
+
+
+@dataclass
+class AnnotationRecord:
+    """What one Label Studio annotation contributed (memory ref id = f"annotation:{id}")."""
+
+    task_id: int | None
+    kind: str  # "reference", "negative", or "none" (its regions were all unusable)
+    labels: list[str] = field(default_factory=list)
+    regions: int = 0
+    updated_at: str | None = None  # Label Studio's updated_at: a resync skips unchanged annotations
+
+
+@dataclass
+class ProjectState:
+    project_id: int
+    label_config: str = ""
+    score_threshold: float | None = None  # None: NTT_SCORE_THRESHOLD
+    annotations: dict[str, AnnotationRecord] = field(default_factory=dict)
+    deleted: list[int] = field(default_factory=list)  # tombstones: late events about these are ignored
+    revision: int = 0  # the memory's revision when this state was written
+    synced_at: float | None = None  # last complete resync from the Label Studio API
+    sync_started_at: float | None = None
+    updated_at: float = 0.0
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["version"] = STATE_VERSION
+        return json.dumps(data, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, project_id: int) -> "ProjectState":
+        data = json.loads(text)
+        data.pop("version", None)
+        records = {key: AnnotationRecord(**value) for key, value in (data.pop("annotations", None) or {}).items()}
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["project_id"] = project_id
+        return cls(annotations=records, **known)
+
+
+@dataclass
+class ProjectSnapshot:
+    state: ProjectState
+    memory: MemoryBank
+
+
+def ref_id(annotation_id: int | str) -> str:
+    return f"annotation:{annotation_id}"
+
+
+class ProjectStore:
+    def __init__(self, model_dir: Path, memories: Callable[[], MemoryFactory], lock_timeout: float = 600.0):
+        """`memories` returns the engine lazily: loading a memory checks it against the engine's encoder."""
+        self.model_dir = Path(model_dir)
+        self._memories = memories
+        self._lock_timeout = lock_timeout
+        self._cache: dict[int, tuple[tuple | None, ProjectSnapshot]] = {}
+        self._guard = threading.Lock()
+        self._project_locks: dict[int, threading.RLock] = {}
+
+    # ----- paths -----
+    def project_dir(self, project_id: int) -> Path:
+        return self.model_dir / str(int(project_id))
+
+    def projects(self) -> list[int]:
+        if not self.model_dir.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.model_dir.iterdir() if p.name.isdigit() and (p / "state.json").exists())
+
+    def exists(self, project_id: int) -> bool:
+        return (self.project_dir(project_id) / "state.json").exists()
+
+    def _signature(self, project_id: int) -> tuple | None:
+        try:
+            st = (self.project_dir(project_id) / "state.json").stat()
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    # ----- reading -----
+    def snapshot(self, project_id: int) -> ProjectSnapshot:
+        """The current state and memory; reloaded only when another process (or thread) changed them."""
+        signature = self._signature(project_id)
+        with self._guard:
+            cached = self._cache.get(project_id)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        if signature is None:  # nothing on disk yet: an empty project, not persisted until its first edit
+            snap = ProjectSnapshot(ProjectState(project_id), self._memories().new_memory())
+        else:
+            with self._locked(project_id):
+                signature = self._signature(project_id)
+                snap = self._load(project_id)
+        with self._guard:
+            self._cache[project_id] = (signature, snap)
+        return snap
+
+    def revision(self, project_id: int) -> int:
+        return self.snapshot(project_id).memory.revision
+
+    # ----- changing -----
+    @contextmanager
+    def edit(self, project_id: int) -> Iterator[ProjectSnapshot]:
+        """Yield a fresh copy under the project's lock; on a normal exit write what changed, atomically."""
+        with self._locked(project_id):
+            snap = self._load(project_id) if self._signature(project_id) is not None else \
+                ProjectSnapshot(ProjectState(project_id), self._memories().new_memory())
+            before_state, before_revision = snap.state.to_json(), snap.memory.revision
+            yield snap
+            changed_memory = snap.memory.revision != before_revision
+            snap.state.revision = snap.memory.revision
+            if changed_memory or snap.state.to_json() != before_state or self._signature(project_id) is None:
+                self._write(project_id, snap, changed_memory)
+            signature = self._signature(project_id)
+        with self._guard:
+            self._cache[project_id] = (signature, snap)
+
+    def _write(self, project_id: int, snap: ProjectSnapshot, memory_changed: bool) -> None:
+        directory = self.project_dir(project_id)
+        memory_path = directory / "memory.ntt"
+        if memory_changed or not memory_path.exists():
+            snap.memory.save(memory_path)
+        snap.state.updated_at = time.time()
+        atomic_write_bytes(directory / "state.json", snap.state.to_json().encode())
+
+    @contextmanager
+    def _locked(self, project_id: int) -> Iterator[None]:
+        with self._guard:
+            thread_lock = self._project_locks.setdefault(project_id, threading.RLock())
+        directory = self.project_dir(project_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        with thread_lock:
+            lock = FileLock(str(directory / ".lock"), timeout=self._lock_timeout)
+            try:
+                lock.acquire()
+            except Timeout:
+                raise ProjectError(f"project {project_id}: its lock {directory / '.lock'} was held for more than "
+                                   f"{self._lock_timeout:.0f} s") from None
+            try:
+                yield
+            finally:
+                lock.release()
+
+    def _load(self, project_id: int) -> ProjectSnapshot:
+        """Under the lock. A memory built by another encoder (NTT_PRESET changed) is set aside and the project
+        starts over empty, flagged for a resync from Label Studio."""
+        directory = self.project_dir(project_id)
+        state_path, memory_path = directory / "state.json", directory / "memory.ntt"
+        try:
+            state = ProjectState.from_json(state_path.read_text(), project_id)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ProjectError(f"project {project_id}: unreadable {state_path}: {exc}") from exc
+        factory = self._memories()
+        if not memory_path.exists():
+            memory = factory.new_memory()
+            memory.revision = state.revision  # never hand out an older model_version
+            return ProjectSnapshot(state, memory)
+        try:
+            memory = factory.adopt_memory(MemoryBank.load(memory_path))
+        except MemoryFormatError as exc:
+            aside = memory_path.with_name(f"memory.ntt.incompatible-{int(time.time())}")
+            memory_path.replace(aside)
+            log.error("project %d: %s; moved it to %s and starting an empty memory (a resync from Label Studio "
+                      "rebuilds it when LABEL_STUDIO_API_KEY is set)", project_id, exc, aside.name)
+            memory = factory.new_memory()
+            memory.revision = state.revision + 1  # keep model_version moving forward, never reuse one
+            state.annotations.clear()
+            state.synced_at = None
+            state.revision = memory.revision
+            memory.save(memory_path)
+            atomic_write_bytes(state_path, state.to_json().encode())
+            return ProjectSnapshot(state, memory)
+        if memory.revision != state.revision:
+            log.warning("project %d: memory revision %d differs from state.json's %d (an interrupted write); "
+                        "using the memory file", project_id, memory.revision, state.revision)
+        return ProjectSnapshot(state, memory)

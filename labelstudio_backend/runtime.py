@@ -1,0 +1,114 @@
+"""The objects one backend process holds: settings, ONE engine (models loaded once), project store, image loader,
+Label Studio API client and metrics. Created by the app factory (or the prelabel CLI); nothing here is global."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable
+
+from ntt_engine import Engine
+
+from .images import ImageLoader
+from .label_config import LabelConfig, LabelConfigError, parse_label_config
+from .ls_api import LabelStudioAPI
+from .metrics import Metrics
+from .projects import ProjectState, ProjectStore
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+ENGINE_RETRY_S = 30.0  # after a failed build (e.g. a missing checkpoint) try again at most this often
+
+
+class EngineUnavailable(RuntimeError):
+    """The models are still loading, or failed to load (the message says why and what to fetch)."""
+
+
+class Runtime:
+    def __init__(self, settings: Settings, engine_factory: Callable[[], Engine] | None = None):
+        self.settings = settings
+        self.metrics = Metrics()
+        self.api = LabelStudioAPI(settings.label_studio_url, settings.label_studio_api_key, settings.api_timeout) \
+            if settings.label_studio_url and settings.label_studio_api_key else None
+        self.images = ImageLoader(settings, self.api)
+        self.store = ProjectStore(settings.model_dir, self.engine, settings.lock_timeout)
+        self._engine_factory = engine_factory or (lambda: Engine(settings.engine_config()))
+        self._engine: Engine | None = None
+        self._engine_error: str | None = None
+        self._engine_failed_at = 0.0
+        self._engine_lock = threading.Lock()
+        self._engine_ready = threading.Event()
+
+    # ----- the engine, built once -----
+    def engine(self) -> Engine:
+        if self._engine is not None:
+            return self._engine
+        with self._engine_lock:
+            if self._engine is not None:
+                return self._engine
+            if self._engine_error and time.monotonic() - self._engine_failed_at < ENGINE_RETRY_S:
+                raise EngineUnavailable(self._engine_error)
+            started = time.perf_counter()
+            try:
+                engine = self._engine_factory()
+            except Exception as exc:  # noqa: BLE001 - any load failure is reported on /setup and /predict
+                self._engine_error = f"the models could not be loaded: {exc}"
+                self._engine_failed_at = time.monotonic()
+                log.error("%s", self._engine_error)
+                raise EngineUnavailable(self._engine_error) from exc
+            self._engine, self._engine_error = engine, None
+            self.metrics.time("engine_load", time.perf_counter() - started)
+            log.info("engine %s ready in %.1f s (encoder %s, proposer %s)", engine.model_id,
+                     time.perf_counter() - started, engine.encoder.name, engine.proposer.name)
+            self._engine_ready.set()
+            return engine
+
+    def start_preload(self) -> None:
+        def load() -> None:
+            try:
+                self.engine()
+            except EngineUnavailable:
+                pass  # already logged; requests will report it
+
+        threading.Thread(target=load, name="ntt-engine-load", daemon=True).start()
+
+    def wait_engine(self, timeout: float) -> Engine:
+        """The engine if it is (or becomes) ready within `timeout` s; builds it here when nobody else is."""
+        if self._engine is not None:
+            return self._engine
+        if not self._engine_lock.locked():
+            return self.engine()
+        if self._engine_ready.wait(timeout):
+            return self.engine()
+        raise EngineUnavailable(f"the models are still loading (more than {timeout:.1f} s so far); retry shortly")
+
+    @property
+    def engine_status(self) -> str:
+        if self._engine is not None:
+            return "ready"
+        if self._engine_error:
+            return "error"
+        return "loading" if self._engine_lock.locked() else "not loaded"
+
+    @property
+    def engine_error(self) -> str | None:
+        return self._engine_error
+
+    # ----- per-project helpers -----
+    def label_config(self, state: ProjectState, explicit: str | None = None) -> LabelConfig:
+        """The request's config when it parses, else the one stored at /setup."""
+        if explicit:
+            try:
+                return parse_label_config(explicit)
+            except LabelConfigError:
+                if not state.label_config:
+                    raise
+                log.debug("project %d: request config unusable, using the stored one", state.project_id)
+        if not state.label_config:
+            raise LabelConfigError(f"project {state.project_id}: no label config known yet (Label Studio sends it "
+                                   "on /setup and /predict)")
+        return parse_label_config(state.label_config)
+
+    def score_threshold(self, state: ProjectState) -> float:
+        return self.settings.score_threshold if state.score_threshold is None else state.score_threshold

@@ -1,0 +1,148 @@
+"""Backend settings from the environment (the label-studio-ml ecosystem's names, plus NTT_* for this backend)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from ntt_engine import EngineConfig
+
+
+class SettingsError(ValueError):
+    """A malformed environment variable; the message names it."""
+
+
+def _first(env: Mapping[str, str], *names: str, default: str = "") -> str:
+    for name in names:
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    return default
+
+
+def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    label_studio_url: str = ""  # e.g. http://127.0.0.1:8080, no trailing slash
+    label_studio_api_key: str = ""  # a personal access token (JWT refresh token) or a legacy token
+    model_dir: Path = Path("model_dir")
+    basic_auth_user: str = ""
+    basic_auth_pass: str = ""
+    log_level: str = "INFO"
+    workers: int = 1
+    threads: int = 8
+    preset: str = "fast"
+    config_file: Path | None = None  # NTT_CONFIG: JSON {"preset": ..., overrides}; wins over NTT_PRESET
+    device: str | None = None  # NTT_DEVICE overrides the config's device ("cpu", "cuda", "auto")
+    score_threshold: float = 0.5  # default per project; /setup extra_params {"score_threshold": x} overrides
+    max_references_per_class: int | None = None
+    local_files_root: Path | None = None  # LOCAL_FILES_DOCUMENT_ROOT: read /data/local-files/ from disk
+    allowed_hosts: tuple[str, ...] = ()  # extra hosts images may be fetched from; "*.example.com" and "*" work
+    allow_private_networks: bool = False  # let allowed hosts resolve to private/loopback/link-local addresses
+    download_max_bytes: int = 50 * 1024 * 1024
+    download_timeout: float = 30.0  # seconds for one whole download, redirects included
+    api_timeout: float = 30.0  # seconds per Label Studio API call
+    preload: bool = True  # start loading the models when the app is created, not on the first request
+    queue_size: int = 10_000  # webhook events waiting for the background worker
+    lock_timeout: float = 600.0  # seconds to wait for a project's file lock
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.basic_auth_user and self.basic_auth_pass)
+
+    @property
+    def trusts_payloads(self) -> bool:
+        """Without an API key the worker has nothing to verify webhooks against and uses their payload."""
+        return not self.label_studio_api_key
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "Settings":
+        env = os.environ if env is None else env
+        root = _first(env, "LOCAL_FILES_DOCUMENT_ROOT", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+        config = _first(env, "NTT_CONFIG")
+        hosts = tuple(h.strip().lower() for h in env.get("NTT_ALLOWED_HOSTS", "").split(",") if h.strip())
+        values = dict(
+            label_studio_url=_first(env, "LABEL_STUDIO_URL", "LABEL_STUDIO_HOST").rstrip("/"),
+            label_studio_api_key=_first(env, "LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN"),
+            model_dir=Path(_first(env, "MODEL_DIR", default="model_dir")),
+            basic_auth_user=env.get("BASIC_AUTH_USER", ""),
+            basic_auth_pass=env.get("BASIC_AUTH_PASS", ""),
+            log_level=_first(env, "LOG_LEVEL", default="INFO").upper(),
+            workers=_int(env, "WORKERS", 1),
+            threads=_int(env, "THREADS", 8),
+            preset=_first(env, "NTT_PRESET", default="fast"),
+            config_file=Path(config) if config else None,
+            device=_first(env, "NTT_DEVICE") or None,
+            score_threshold=_float(env, "NTT_SCORE_THRESHOLD", 0.5),
+            max_references_per_class=_int(env, "NTT_MAX_REFERENCES_PER_CLASS", None),
+            local_files_root=Path(root) if root else None,
+            allowed_hosts=hosts,
+            allow_private_networks=_bool(env, "NTT_ALLOW_PRIVATE_NETWORKS", False),
+            download_max_bytes=_int(env, "NTT_DOWNLOAD_MAX_BYTES", 50 * 1024 * 1024),
+            download_timeout=_float(env, "NTT_DOWNLOAD_TIMEOUT", 30.0),
+            api_timeout=_float(env, "NTT_API_TIMEOUT", 30.0),
+            preload=_bool(env, "NTT_PRELOAD", True),
+            queue_size=_int(env, "NTT_QUEUE_SIZE", 10_000),
+            lock_timeout=_float(env, "NTT_LOCK_TIMEOUT", 600.0),
+        )
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> None:
+        if self.label_studio_url and not self.label_studio_url.startswith(("http://", "https://")):
+            raise SettingsError(f"LABEL_STUDIO_URL must start with http:// or https://, got {self.label_studio_url!r}")
+        if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
+            raise SettingsError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise SettingsError(f"NTT_SCORE_THRESHOLD must be in [0, 1], got {self.score_threshold}")
+        if self.max_references_per_class is not None and self.max_references_per_class < 1:
+            raise SettingsError("NTT_MAX_REFERENCES_PER_CLASS must be >= 1")
+        if self.download_max_bytes <= 0 or self.download_timeout <= 0:
+            raise SettingsError("NTT_DOWNLOAD_MAX_BYTES and NTT_DOWNLOAD_TIMEOUT must be positive")
+
+    def engine_config(self) -> EngineConfig:
+        """NTT_CONFIG (a JSON file) or NTT_PRESET, with the env's device and per-class cap applied on top."""
+        config = EngineConfig.from_file(self.config_file) if self.config_file else EngineConfig.preset(self.preset)
+        changes: dict = {}
+        if self.device:
+            changes["device"] = self.device
+        if self.max_references_per_class is not None:
+            changes["max_references_per_class"] = self.max_references_per_class
+        return dataclasses.replace(config, **changes) if changes else config

@@ -1,0 +1,369 @@
+"""Annotations → project memory: the work behind webhooks and resyncs.
+
+Rules (one memory reference id per annotation, f"annotation:{id}"):
+- a submitted annotation: each BrushLabels / PolygonLabels / RectangleLabels region of a configured label becomes a
+  reference (rectangles become masks through SAM); an update replaces the annotation's references;
+- an annotation that marks nothing on the image (empty result): its image is a negative;
+- an annotation whose regions are all unusable (unknown labels, bad RLE...): contributes nothing (and drops what an
+  earlier version of it contributed), with a log line per skipped region;
+- a cancelled (skipped) annotation adds nothing; if an earlier version of the same annotation had been submitted,
+  its references are removed, since the annotator withdrew that labeling;
+- a deleted annotation: its references are removed.
+Several worker processes may apply one annotation's events out of order: an event older (updated_at) than what the
+memory holds, and any event about a deleted annotation (tombstones in state.json), are ignored.
+With LABEL_STUDIO_API_KEY set, webhook payloads are only notifications: annotations, tasks and the label config
+are re-read from the API (a 404 means deleted, or a forged webhook). Without a key the payload is used as is.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable
+
+import numpy as np
+
+from ntt_engine import Engine, PromptSet, ReferenceError
+from ntt_engine.memory import MemoryEntry
+
+from .events import ANNOTATION_ACTIONS, DELETE_ACTIONS, RESYNC_ACTIONS, SYNC, SyncJob
+from .images import ImageFetchError
+from .label_config import LabelConfig, LabelConfigError, parse_label_config
+from .ls_api import LabelStudioAPIError
+from .projects import AnnotationRecord, ProjectSnapshot, ref_id
+from .regions import ParsedAnnotation, parse_annotation
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+CHUNK = 16  # annotations applied per lock acquisition during a resync
+MAX_TOMBSTONES = 10_000  # deleted annotation ids remembered per project (Label Studio never reuses ids)
+RESYNC_STALE_S = 600.0  # a resync that started longer ago than this is assumed dead
+
+
+@dataclass
+class Prepared:
+    """One annotation with its image loaded and regions parsed (done outside the project lock)."""
+
+    annotation_id: int
+    task_id: int | None
+    updated_at: str | None
+    cancelled: bool = False
+    image: np.ndarray | None = None
+    parsed: ParsedAnnotation | None = None
+    entries: list[MemoryEntry] = field(default_factory=list)  # pooled outside the lock
+
+
+class Synchronizer:
+    def __init__(self, runtime: Runtime):
+        self.rt = runtime
+
+    # ----- dispatch -----
+    def handle(self, job: SyncJob) -> None:
+        if job.action in ANNOTATION_ACTIONS:
+            self.on_annotations(job)
+        elif job.action in DELETE_ACTIONS:
+            self.on_deleted(job)
+        elif job.action in RESYNC_ACTIONS or job.action == SYNC:
+            if self.rt.api is None:
+                log.warning("%s for project %s: a resync needs LABEL_STUDIO_API_KEY (and LABEL_STUDIO_URL) to "
+                            "read the annotations; nothing to do", job.action, job.project_id)
+                return
+            self.resync(job.project_id)
+        else:
+            log.debug("ignoring %s", job.action)
+
+    def mark_unsynced(self, project_id: int | None) -> None:
+        """After a failed event in API mode: the next /setup resyncs the project, so nothing stays lost."""
+        if self.rt.api is None or project_id is None:
+            return
+        try:
+            with self.rt.store.edit(project_id) as snap:
+                snap.state.synced_at = snap.state.sync_started_at = None
+        except Exception:  # noqa: BLE001 - best effort, already failing
+            log.exception("project %d: could not flag it for a resync", project_id)
+
+    # ----- created / updated -----
+    def on_annotations(self, job: SyncJob) -> None:
+        if self.rt.api is None:
+            log.info("%s: using the webhook payload as is (LABEL_STUDIO_API_KEY is not set, nothing to verify "
+                     "it against)", job.action)
+            if job.project_id is None:
+                log.warning("%s without a project id; ignored", job.action)
+                return
+            only_task = next(iter(job.tasks.values())) if len(job.tasks) == 1 else None
+            pairs = [(a, job.tasks.get(a.get("task")) or only_task) for a in job.annotations]
+            self.apply(job.project_id, self._payload_config(job), pairs)
+            return
+        by_project: dict[int, list[tuple[dict, dict | None]]] = {}
+        configs: dict[int, LabelConfig] = {}
+        for annotation_id in job.annotation_ids:
+            annotation = self.rt.api.get_annotation(annotation_id)
+            if annotation is None:
+                log.warning("annotation %d is not in Label Studio (deleted since, or a forged webhook)",
+                            annotation_id)
+                if job.project_id is not None:
+                    self.remove(job.project_id, [annotation_id])
+                continue
+            known_project = _int(annotation.get("project")) or job.project_id
+            task = self.rt.api.get_task(annotation["task"], known_project) \
+                if isinstance(annotation.get("task"), int) else None
+            project_id = _int((task or {}).get("project")) or _int(annotation.get("project"))
+            if project_id is None or task is None:
+                log.warning("annotation %d: its task or project could not be read; ignored", annotation_id)
+                continue
+            if project_id not in configs:
+                config = self._api_config(project_id)
+                if config is None:
+                    continue
+                configs[project_id] = config
+            by_project.setdefault(project_id, []).append((annotation, task))
+        for project_id, pairs in by_project.items():
+            self.apply(project_id, configs[project_id], pairs)
+
+    def _payload_config(self, job: SyncJob) -> LabelConfig | None:
+        try:
+            return parse_label_config(job.label_config)
+        except LabelConfigError:
+            state = self.rt.store.snapshot(job.project_id).state
+            try:
+                return self.rt.label_config(state)
+            except LabelConfigError as exc:
+                log.warning("project %s: %s; the annotation cannot be used", job.project_id, exc)
+                return None
+
+    def _api_config(self, project_id: int) -> LabelConfig | None:
+        project = self.rt.api.get_project(project_id)
+        if project is None:
+            log.warning("project %d is not in Label Studio; ignored", project_id)
+            return None
+        try:
+            return parse_label_config(project.get("label_config", ""))
+        except LabelConfigError as exc:
+            log.warning("project %d: %s", project_id, exc)
+            return None
+
+    # ----- deleted -----
+    def on_deleted(self, job: SyncJob) -> None:
+        ids = job.annotation_ids
+        if self.rt.api is not None:
+            confirmed = []
+            for annotation_id in ids:
+                if self.rt.api.get_annotation(annotation_id) is None:
+                    confirmed.append(annotation_id)
+                else:
+                    log.warning("ANNOTATIONS_DELETED names annotation %d, which Label Studio still has; ignored",
+                                annotation_id)
+            ids = confirmed
+        if job.project_id is None:
+            log.warning("ANNOTATIONS_DELETED without a project id; ignored")
+            return
+        self.remove(job.project_id, ids)
+
+    def remove(self, project_id: int, annotation_ids: Iterable[int]) -> int:
+        """Drop what these annotations contributed and remember them as deleted, so a late event cannot revive
+        one. With an API key, unknown ids get no tombstone: an unauthenticated webhook must not be able to block
+        annotations that do not exist yet."""
+        ids = list(annotation_ids)
+        current = self.rt.store.snapshot(project_id)
+        known = [i for i in ids if ref_id(i) in current.memory or str(i) in current.state.annotations]
+        tombstones = ids if self.rt.api is None else known
+        if not tombstones:
+            return 0
+        engine = self.rt.engine()
+        with self.rt.store.edit(project_id) as snap:
+            for annotation_id in tombstones:
+                self._forget(engine, snap, annotation_id)
+                if annotation_id not in snap.state.deleted:
+                    snap.state.deleted = (snap.state.deleted + [annotation_id])[-MAX_TOMBSTONES:]
+        self.rt.metrics.add("annotations_removed", len(known))
+        return len(known)
+
+    @staticmethod
+    def _forget(engine: Engine, snap: ProjectSnapshot, annotation_id: int) -> None:
+        if ref_id(annotation_id) in snap.memory:
+            engine.remove_reference(ref_id(annotation_id), memory=snap.memory)
+        snap.state.annotations.pop(str(annotation_id), None)
+
+    # ----- applying -----
+    def apply(self, project_id: int, config: LabelConfig | None, pairs: list[tuple[dict, dict | None]]) -> None:
+        """Load images, parse regions and pool reference vectors without the project lock (the slow part), then
+        store the results under it (milliseconds)."""
+        if config is None:
+            return
+        prepared = [p for p in (self._prepare(config, a, t) for a, t in pairs) if p is not None]
+        if not prepared:
+            return
+        engine = self.rt.engine()
+        for item in prepared:
+            self._pool(engine, item)
+        with self.rt.store.edit(project_id) as snap:
+            if not snap.state.label_config:
+                snap.state.label_config = config.xml
+            for item in prepared:
+                self._store(engine, snap, item)
+
+    def _prepare(self, config: LabelConfig, annotation: dict, task: dict | None) -> Prepared | None:
+        annotation_id = _int(annotation.get("id"))
+        if annotation_id is None:
+            log.warning("an annotation without an integer id; ignored")
+            return None
+        task_id = _int(annotation.get("task")) or _int((task or {}).get("id"))
+        item = Prepared(annotation_id, task_id, annotation.get("updated_at"))
+        if annotation.get("was_cancelled"):
+            item.cancelled = True
+            return item
+        url = ((task or {}).get("data") or {}).get(config.value_key)
+        try:
+            item.image = self.rt.images.load(url, task_id)
+        except ImageFetchError as exc:
+            log.error("annotation %d (task %s): cannot read the image: %s; the memory is unchanged",
+                      annotation_id, task_id, exc)
+            self.rt.metrics.add("image_errors")
+            return None
+        item.parsed = parse_annotation(annotation.get("result"), config, item.image.shape[:2])
+        for reason in item.parsed.skipped:
+            log.warning("annotation %d: skipped %s", annotation_id, reason)
+        self.rt.metrics.add("regions_skipped", len(item.parsed.skipped))
+        return item
+
+    def _pool(self, engine: Engine, item: Prepared) -> None:
+        """Regions → memory entries, not yet stored (SAM for boxes, the encoder for every mask)."""
+        if item.cancelled or not item.parsed.has_geometry:
+            return
+        masks, labels = self._masks(engine, item)
+        if not masks:
+            return
+        try:
+            item.entries = engine.pool_reference(item.image, labels, masks=masks)
+            return
+        except ReferenceError as exc:
+            if len(masks) == 1:
+                log.warning("annotation %d: region skipped: %s", item.annotation_id, exc)
+                return
+        for index, (mask, label) in enumerate(zip(masks, labels)):
+            try:  # one at a time, so that one unusable region does not sink the others
+                item.entries += engine.pool_reference(item.image, [label], masks=[mask])
+            except ReferenceError as exc:
+                log.warning("annotation %d: region %d (%s) skipped: %s", item.annotation_id, index, label, exc)
+
+    def _store(self, engine: Engine, snap: ProjectSnapshot, item: Prepared) -> None:
+        key, ref = str(item.annotation_id), ref_id(item.annotation_id)
+        if item.annotation_id in snap.state.deleted:
+            log.info("annotation %d was deleted; ignoring a late event about it", item.annotation_id)
+            return
+        previous = snap.state.annotations.get(key)
+        if previous and _older(item.updated_at, previous.updated_at):
+            log.info("annotation %d: this event (%s) is older than what the memory holds (%s); ignored",
+                     item.annotation_id, item.updated_at, previous.updated_at)
+            return
+        if item.cancelled:
+            if ref in snap.memory or previous:
+                log.info("annotation %d was cancelled: removing what it contributed before", item.annotation_id)
+                self._forget(engine, snap, item.annotation_id)
+            else:
+                log.info("annotation %d was cancelled (skipped): nothing to learn", item.annotation_id)
+            return
+        record = AnnotationRecord(item.task_id, "none", [], 0, item.updated_at)
+        if not item.parsed.has_geometry:
+            engine.add_negative(ref, item.image, memory=snap.memory)
+            record.kind = "negative"
+            self.rt.metrics.add("negatives_added")
+        elif item.entries:
+            snap.memory.set_reference(ref, item.entries)
+            labels = sorted({entry.label for entry in item.entries})
+            record.kind, record.labels, record.regions = "reference", labels, len(item.entries)
+            log.info("annotation %d: %d reference(s) %s -> memory revision %d", item.annotation_id,
+                     len(item.entries), labels, snap.memory.revision)
+            self.rt.metrics.add("references_added", len(item.entries))
+        elif ref in snap.memory:
+            engine.remove_reference(ref, memory=snap.memory)
+            log.warning("annotation %d: no usable region left; removed its earlier references", item.annotation_id)
+        snap.state.annotations[key] = record
+
+    def _masks(self, engine: Engine, item: Prepared) -> tuple[list[np.ndarray], list[str]]:
+        regions = item.parsed.regions
+        masks = [r.mask for r in regions if r.mask is not None]
+        labels = [r.label for r in regions if r.mask is not None]
+        boxed = [r for r in regions if r.box is not None]
+        if boxed:  # SAM turns each box into a mask
+            found = engine.segment(item.image, PromptSet(boxes=np.array([r.box for r in boxed], np.float32)))
+            for region, instance in zip(boxed, found):
+                if instance.mask.any():
+                    masks.append(instance.mask)
+                    labels.append(region.label)
+                else:
+                    log.warning("annotation %d: SAM found no object in the %s box %s; skipped",
+                                item.annotation_id, region.label, [round(v, 1) for v in region.box])
+        return masks, labels
+
+    # ----- full resync -----
+    def resync(self, project_id: int) -> dict[str, int]:
+        """Bring the project's memory in line with every annotation Label Studio holds (incremental: unchanged
+        annotations, by updated_at, are not recomputed)."""
+        started = time.perf_counter()
+        with self.rt.store.edit(project_id) as snap:
+            snap.state.sync_started_at = time.time()
+            known = {k: v.updated_at for k, v in snap.state.annotations.items()}
+        config = self._api_config(project_id)
+        if config is None:
+            return {}
+        seen: set[str] = set()
+        todo: list[tuple[dict, dict]] = []
+        stats = {"tasks": 0, "annotations": 0, "applied": 0, "removed": 0}
+        for task in self.rt.api.iter_tasks(project_id):
+            stats["tasks"] += 1
+            for annotation in self._task_annotations(task):
+                key = str(annotation.get("id"))
+                seen.add(key)
+                stats["annotations"] += 1
+                if key in known and known[key] == annotation.get("updated_at") and not annotation.get("was_cancelled"):
+                    continue
+                todo.append((annotation, task))
+        for start in range(0, len(todo), CHUNK):
+            self.apply(project_id, config, todo[start:start + CHUNK])
+        stats["applied"] = len(todo)
+        gone = [int(k) for k in known if k not in seen and k.isdigit()]
+        stats["removed"] = self.remove(project_id, gone) if gone else 0
+        with self.rt.store.edit(project_id) as snap:
+            snap.state.synced_at = time.time()
+            snap.state.label_config = config.xml
+        log.info("project %d resynced in %.1f s: %s -> memory revision %d", project_id,
+                 time.perf_counter() - started, stats, self.rt.store.revision(project_id))
+        self.rt.metrics.add("resyncs")
+        return stats
+
+    def _task_annotations(self, task: dict) -> list[dict]:
+        annotations = task.get("annotations")
+        if not isinstance(annotations, list):
+            if not task.get("total_annotations") and not task.get("cancelled_annotations"):
+                return []
+            try:
+                annotations = self.rt.api.task_annotations(task["id"])
+            except LabelStudioAPIError as exc:
+                log.error("task %s: cannot list its annotations: %s", task.get("id"), exc)
+                return []
+        full = []
+        for annotation in annotations:
+            if not isinstance(annotation, dict) or _int(annotation.get("id")) is None:
+                continue
+            if "result" not in annotation:  # a list view without results: read the annotation itself
+                annotation = self.rt.api.get_annotation(annotation["id"]) or {}
+                if not annotation:
+                    continue
+            annotation.setdefault("task", task.get("id"))
+            full.append(annotation)
+        return full
+
+
+def _older(incoming: str | None, stored: str | None) -> bool:
+    """True when `incoming` is strictly earlier than `stored` (Label Studio's ISO updated_at)."""
+    try:
+        return datetime.fromisoformat(str(incoming)) < datetime.fromisoformat(str(stored))
+    except (TypeError, ValueError):
+        return False
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

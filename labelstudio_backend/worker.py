@@ -1,0 +1,91 @@
+"""The background worker: /webhook only enqueues (Label Studio waits 1 s and never retries); one daemon thread per
+process applies jobs in arrival order, so a project's events are applied in the order they came."""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from .events import RESYNC_ACTIONS, SYNC, SyncJob
+from .metrics import Metrics
+from .sync import Synchronizer
+
+log = logging.getLogger(__name__)
+
+
+class SyncWorker:
+    def __init__(self, synchronizer: Synchronizer, metrics: Metrics, maxsize: int = 10_000):
+        self.synchronizer = synchronizer
+        self.metrics = metrics
+        self._queue: queue.Queue[SyncJob | None] = queue.Queue(maxsize=maxsize)
+        self._pending_resyncs: set[int] = set()  # coalesce: one queued resync per project is enough
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._run, name="ntt-sync-worker", daemon=True)
+            self._thread.start()
+
+    def submit(self, job: SyncJob) -> bool:
+        """False when the queue is full (the caller answers 503) or the job duplicates a queued resync."""
+        resync = job.action in RESYNC_ACTIONS or job.action == SYNC
+        with self._lock:
+            if resync and job.project_id in self._pending_resyncs:
+                return True
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                self.metrics.add("events_dropped")
+                return False
+            if resync and job.project_id is not None:
+                self._pending_resyncs.add(job.project_id)
+        self.metrics.add(f"events_queued_{job.action}")
+        return True
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """True once every queued job has been processed (tests and graceful shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.unfinished_tasks == 0:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                self._process(job)
+            finally:
+                self._queue.task_done()
+
+    def _process(self, job: SyncJob) -> None:
+        if job.action in RESYNC_ACTIONS or job.action == SYNC:
+            with self._lock:
+                self._pending_resyncs.discard(job.project_id)
+        started = time.perf_counter()
+        try:
+            self.synchronizer.handle(job)
+            self.metrics.add("events_applied")
+        except Exception:  # noqa: BLE001 - one bad event must not stop the worker
+            self.metrics.add("events_failed")
+            log.exception("applying %s for project %s failed", job.action, job.project_id)
+            self.synchronizer.mark_unsynced(job.project_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.metrics.time("sync", elapsed)
+            log.debug("%s for project %s done in %.2f s (%.1f s after it arrived)", job.action, job.project_id,
+                      elapsed, time.time() - job.received_at)

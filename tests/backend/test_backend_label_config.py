@@ -1,0 +1,77 @@
+import pytest
+
+from labelstudio_backend.label_config import LabelConfigError, parse_label_config
+
+from backend_helpers import LABEL_CONFIG
+
+
+def config(body: str, image: str = '<Image name="img" value="$url"/>') -> str:
+    return f"<View>{image}{body}</View>"
+
+
+@pytest.mark.parametrize("tag,kind", [("BrushLabels", "brushlabels"), ("PolygonLabels", "polygonlabels"),
+                                      ("RectangleLabels", "rectanglelabels")])
+def test_each_output_tag_alone(tag, kind):
+    parsed = parse_label_config(config(f'<{tag} name="c" toName="img"><Label value="a"/><Label value="b"/></{tag}>'))
+    (control,) = parsed.outputs
+    assert (control.name, control.tag, control.type, control.to_name) == ("c", tag, kind, "img")
+    assert control.labels == ("a", "b")
+    assert parsed.image_name == "img" and parsed.value_key == "url"
+    assert parsed.labels == {"a", "b"}
+
+
+def test_combination_and_interactive_tools():
+    parsed = parse_label_config(LABEL_CONFIG)
+    assert [c.name for c in parsed.outputs] == ["brush", "poly", "rect"]
+    assert [c.name for c in parsed.prompts] == ["rect", "kp"]
+    assert parsed.control("kp").smart and not parsed.control("brush").smart
+    assert parsed.mask_output().name == "brush"
+    assert parsed.labels == {"red_stripes", "green_checker"}  # keypoint labels are prompts, not references
+
+
+def test_mask_output_prefers_brush_then_polygon_then_rectangle():
+    poly_rect = config('<RectangleLabels name="r" toName="img"><Label value="a"/></RectangleLabels>'
+                       '<PolygonLabels name="p" toName="img"><Label value="a"/></PolygonLabels>')
+    assert parse_label_config(poly_rect).mask_output().name == "p"
+    rect = config('<RectangleLabels name="r" toName="img"><Label value="a"/></RectangleLabels>')
+    assert parse_label_config(rect).mask_output().name == "r"
+
+
+def test_smart_only_rectangle_is_a_prompt_not_an_output():
+    parsed = parse_label_config(config(
+        '<BrushLabels name="b" toName="img"><Label value="a"/></BrushLabels>'
+        '<RectangleLabels name="r" toName="img" smart="true" smartOnly="true"><Label value="a"/></RectangleLabels>'))
+    assert [c.name for c in parsed.outputs] == ["b"]
+    assert [c.name for c in parsed.prompts] == ["r"]
+
+
+def test_other_controls_are_ignored():
+    parsed = parse_label_config(config(
+        '<Choices name="q" toName="img"><Choice value="ok"/></Choices>'
+        '<PolygonLabels name="p" toName="img"><Label value="a"/></PolygonLabels>'))
+    assert [c.name for c in parsed.controls] == ["p"]
+
+
+@pytest.mark.parametrize("xml", [
+    config('<Choices name="q" toName="img"><Choice value="ok"/></Choices>'),
+    config('<KeyPointLabels name="k" toName="img" smart="true"><Label value="a"/></KeyPointLabels>'),
+    '<View><Text name="t" value="$text"/><Labels name="l" toName="t"><Label value="a"/></Labels></View>',
+])
+def test_config_without_supported_control_is_a_clear_error(xml):
+    with pytest.raises(LabelConfigError, match="no BrushLabels, PolygonLabels or RectangleLabels"):
+        parse_label_config(xml)
+
+
+@pytest.mark.parametrize("xml", ["", "   ", "<View><Image name='img' value='$u'/>", "not xml"])
+def test_empty_or_broken_xml_is_a_clear_error(xml):
+    with pytest.raises(LabelConfigError):
+        parse_label_config(xml)
+
+
+def test_two_images_serve_the_first_labelled_one():
+    parsed = parse_label_config(
+        '<View><Image name="a" value="$left"/><Image name="b" value="$right"/>'
+        '<BrushLabels name="bb" toName="b"><Label value="x"/></BrushLabels>'
+        '<PolygonLabels name="pa" toName="a"><Label value="x"/></PolygonLabels></View>')
+    assert parsed.image_name == "b" and parsed.value_key == "right"
+    assert [c.name for c in parsed.controls] == ["bb"]

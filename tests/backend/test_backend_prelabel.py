@@ -1,0 +1,53 @@
+"""Bulk pre-labelling through the (fake) API: only tasks without a current-version prediction, resumable."""
+import pytest
+
+from labelstudio_backend.__main__ import main
+from labelstudio_backend.prelabel import prelabel
+from labelstudio_backend.runtime import Runtime
+from labelstudio_backend.settings import Settings
+
+from backend_helpers import annotation_result
+from fake_ls import FakeLabelStudio
+
+
+@pytest.fixture
+def setup(tmp_path, dataset, engine):
+    ls = FakeLabelStudio(dataset)
+    settings = Settings(model_dir=tmp_path / "models", local_files_root=dataset.root, preset="synthetic",
+                        preload=False, label_studio_url="http://ls.test:8080", label_studio_api_key="legacy-token")
+    runtime = Runtime(settings, engine_factory=lambda: engine)
+    runtime.api = ls
+    positives = dataset.positive_ids()
+    for n, image_id in enumerate(positives[:2]):
+        ls.annotate(n + 1, ls.add_task(image_id), annotation_result(dataset, image_id))
+    for image_id in positives[2:6]:
+        ls.add_task(image_id)
+    ls.add_task(12, url="/data/local-files/?d=images/gone.png")
+    return settings, runtime, ls
+
+
+def test_prelabel_predicts_what_is_missing_and_resumes(setup):
+    settings, runtime, ls = setup
+    stats = prelabel(settings, 4, batch_size=2, runtime=runtime, progress=False)
+    assert stats.tasks == 7 and stats.already_current == 0
+    assert stats.predicted == stats.uploaded == 6 and stats.failed == 1
+    assert "gone.png" in stats.errors[0]
+    assert {p["model_version"] for p in ls.predictions} == {stats.model_version}
+    assert stats.model_version.endswith(".r2")
+    assert sum(len(p["result"]) for p in ls.predictions) > 0
+
+    again = prelabel(settings, 4, runtime=runtime, progress=False)
+    assert again.already_current == 6 and again.predicted == 0 and again.failed == 1
+
+    ls.annotate(3, list(ls.tasks)[2], [])  # an empty annotation (negative): the memory moves to a new version
+    third = prelabel(settings, 4, limit=2, runtime=runtime, progress=False)
+    assert third.model_version != stats.model_version and third.predicted == 2
+
+
+def test_prelabel_cli_needs_the_api(monkeypatch, tmp_path):
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("NTT_PRESET", "synthetic")
+    with pytest.raises(SystemExit, match="LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY"):
+        main(["prelabel", "--project", "4"])
