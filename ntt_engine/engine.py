@@ -138,22 +138,30 @@ class Engine:
         pixels) are turned into masks by the proposer. Returns the number of references stored. Atomic: on any
         error the memory is unchanged."""
         with self._lock:
+            entries = self.pool_reference(image, labels, masks, boxes, image_key)
+            memory = memory if memory is not None else self.memory
+            memory.set_reference(ref_id, entries)
+            log.info("reference %s: %d region(s) %s -> memory revision %d", ref_id, len(entries),
+                     sorted({e.label for e in entries}), memory.revision)
+            return len(entries)
+
+    def pool_reference(self, image: ImageSource, labels: Sequence[str], masks: Sequence[np.ndarray] | None = None,
+                       boxes: np.ndarray | None = None, image_key: str | None = None) -> list[MemoryEntry]:
+        """The memory entries `add_reference` would store, without storing them (for callers that write the
+        memory elsewhere, e.g. under a file lock). Raises ReferenceError / ImageLoadError on bad input."""
+        with self._lock:
             prepared = self._prepare(image, image_key)
             if boxes is not None:
                 masks = self._masks_from_boxes(prepared, np.asarray(boxes, np.float32).reshape(-1, 4))
             masks = check_masks(list(masks or []), list(labels), prepared.original_size)
             if not masks:
-                raise ReferenceError(f"reference {ref_id!r} has no regions; use add_negative for an image "
+                raise ReferenceError("a reference needs at least one region; use add_negative for an image "
                                      "without any of the classes")
             work_masks = [self._to_work(mask, prepared) for mask in masks]
             pooled = pool_references(prepared.work, work_masks, list(labels), self.encoder,
                                      self.config.reference_crop, self.config.reference_context,
                                      self.config.reference_mask_sampling, lambda: self._whole_features(prepared))
-            memory = memory if memory is not None else self.memory
-            memory.set_reference(ref_id, [MemoryEntry(p.label, p.vector, level=p.level) for p in pooled])
-            log.info("reference %s: %d region(s) %s -> memory revision %d", ref_id, len(pooled),
-                     sorted({p.label for p in pooled}), memory.revision)
-            return len(pooled)
+            return [MemoryEntry(p.label, p.vector, level=p.level) for p in pooled]
 
     def add_negative(self, ref_id: str, image: ImageSource, image_key: str | None = None,
                      memory: MemoryBank | None = None) -> int:

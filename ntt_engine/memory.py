@@ -65,6 +65,10 @@ class MemoryBank:
             self._negative_images.add(ref_id)
         self.revision += 1
 
+    def touch(self) -> None:
+        """A new revision without a content change (e.g. a setting that changes predictions moved)."""
+        self.revision += 1
+
     def remove(self, ref_id: str) -> None:
         if ref_id not in self:
             raise KeyError(f"unknown reference id {ref_id!r}; known ids: {sorted(self.reference_ids())[:10]}")
