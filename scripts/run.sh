@@ -20,9 +20,8 @@ if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)
   exit 2
 fi
 
-if [ ! -x .venv/bin/python ] || { [ -z "${NTT_LABEL_STUDIO_BIN:-}" ] && [ ! -x .venv-ls/bin/label-studio ]; }; then
-  echo "== first run: creating the virtual environments (several minutes: torch, Label Studio)"
-  PYTHON="$PYTHON" scripts/setup.sh
-fi
+# the same installer as the tests use (idempotent: a no-op when both venvs are current)
+if [ -n "${NTT_LABEL_STUDIO_BIN:-}" ]; then export NTT_SKIP_LS_VENV=1; fi
+scripts/setup.sh
 
 exec .venv/bin/python scripts/run_demo.py "$@"

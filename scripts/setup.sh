@@ -14,14 +14,15 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.ntt-stamp 2>/dev/null)" != "$wan
   echo "[setup] installing the project into .venv"
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/pip install -q --upgrade pip wheel
-  # torch first, by exact version, so that no other package pulls a different build
-  .venv/bin/pip install -q "torch==2.14.1" "torchvision==0.29.1"
+  # torch first, by exact version, so that no other package pulls a different build;
+  # TORCH_INDEX (e.g. https://download.pytorch.org/whl/cpu) picks a wheel index, such as the small CPU-only wheels
+  .venv/bin/pip install -q ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "torch==2.14.1" "torchvision==0.29.1"
   .venv/bin/pip install -q -r requirements-dev.txt
   .venv/bin/pip install -q --no-deps -e .
   echo "$want" > .venv/.ntt-stamp
 fi
 
-if [ ! -x .venv-ls/bin/label-studio ]; then
+if [ -z "${NTT_SKIP_LS_VENV:-}" ] && [ ! -x .venv-ls/bin/label-studio ]; then
   echo "[setup] installing Label Studio 1.23.2 into .venv-ls"
   "$PYTHON" -m venv .venv-ls
   .venv-ls/bin/pip install -q --upgrade pip
