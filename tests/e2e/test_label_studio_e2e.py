@@ -215,6 +215,8 @@ def test_annotations_reach_the_memory_through_the_webhook(scenario: Scenario):
     assert queued == len(s.reference_images)
     assert m["counters"].get("resyncs", 0) == before["counters"].get("resyncs", 0)
     assert request_count(m, "/webhook", 200) >= len(s.reference_images)
+    # reading the annotated tasks back must not make Label Studio call /predict (GET /api/tasks/<id>/ would)
+    assert request_count(m, "/predict", 200) == request_count(before, "/predict", 200)
     gauge = gauge_of(m, s.project)
     per_label = defaultdict(int)
     for image_id in s.reference_images:
