@@ -119,3 +119,14 @@ def _parse_cached(xml: str) -> LabelConfig:
         if not control.labels:
             log.warning("label config: %s %r has no <Label> children", control.tag, control.name)
     return LabelConfig(xml, image_name, value[1:], controls)
+
+
+def recommended_label_config(labels: list[str]) -> str:
+    """A labeling config that uses every output this backend serves: brush masks, polygons and boxes on one image
+    (the demo's and the end-to-end tests' config; remove the tags you do not want)."""
+    from xml.sax.saxutils import quoteattr
+    options = "".join(f"<Label value={quoteattr(name)}/>" for name in labels)
+    return ('<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
+            f'  <BrushLabels name="brush" toName="image">{options}</BrushLabels>\n'
+            f'  <PolygonLabels name="poly" toName="image">{options}</PolygonLabels>\n'
+            f'  <RectangleLabels name="rect" toName="image">{options}</RectangleLabels>\n</View>')

@@ -38,18 +38,14 @@ sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 import requests  # noqa: E402
 
+from labelstudio_backend.label_config import recommended_label_config  # noqa: E402
+
 from label_studio import (ADMIN_EMAIL, ADMIN_PASSWORD, APIError, BackendServer, LabelStudioAPI,  # noqa: E402
                           LabelStudioServer, StartError, TokenExistsError, create_personal_access_token,
                           free_port, label_studio_bin, port_in_use, wait_until)
 
 PROJECT_TITLE = "ntt-label demo"
 REFERENCES_PER_CLASS = 3
-LABEL_CONFIG = """<View>
-  <Image name="image" value="$image" zoom="true"/>
-  <BrushLabels name="brush" toName="image">{labels}</BrushLabels>
-  <PolygonLabels name="poly" toName="image">{labels}</PolygonLabels>
-  <RectangleLabels name="rect" toName="image">{labels}</RectangleLabels>
-</View>"""
 
 
 def say(message: str = "") -> None:
@@ -200,7 +196,7 @@ def demo_project(api: LabelStudioAPI, labels: list[str], images_dir: Path, n_ima
         project = existing[0]["id"]
         say(f"reusing project {project} '{PROJECT_TITLE}'")
     else:
-        config = LABEL_CONFIG.format(labels="".join(f'<Label value="{n}"/>' for n in labels))
+        config = recommended_label_config(list(labels))
         project = api.create_project(PROJECT_TITLE, config,
                                      description="Few-shot instance masks: label a few images, the rest follows.")["id"]
         say(f"created project {project} '{PROJECT_TITLE}'")

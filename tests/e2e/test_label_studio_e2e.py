@@ -30,6 +30,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from labelstudio_backend.label_config import recommended_label_config
 from label_studio import BackendServer, LabelStudioAPI, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
@@ -38,16 +39,8 @@ REFERENCES_PER_CLASS = 3
 AP_MIN = 0.9
 WAIT_S = 60.0  # bound for every "until the backend applied it" poll
 
-LABEL_CONFIG = """<View>
-  <Image name="image" value="$image" zoom="true"/>
-  <BrushLabels name="brush" toName="image">{labels}</BrushLabels>
-  <PolygonLabels name="poly" toName="image">{labels}</PolygonLabels>
-  <RectangleLabels name="rect" toName="image">{labels}</RectangleLabels>
-</View>"""
-
-
 def label_config(names: list[str]) -> str:
-    return LABEL_CONFIG.format(labels="".join(f'<Label value="{n}"/>' for n in names))
+    return recommended_label_config(list(names))
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

@@ -4,20 +4,13 @@ from __future__ import annotations
 import pytest
 import requests
 
+from labelstudio_backend.label_config import recommended_label_config
 from label_studio import LabelStudioAPI, LabelStudioServer, TokenExistsError, create_personal_access_token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
-LABEL_CONFIG = """<View>
-  <Image name="image" value="$image"/>
-  <BrushLabels name="brush" toName="image">{labels}</BrushLabels>
-  <PolygonLabels name="poly" toName="image">{labels}</PolygonLabels>
-  <RectangleLabels name="rect" toName="image">{labels}</RectangleLabels>
-</View>"""
-
-
 def label_config(names: list[str]) -> str:
-    return LABEL_CONFIG.format(labels="".join(f'<Label value="{n}"/>' for n in names))
+    return recommended_label_config(list(names))
 
 
 def test_server_up_on_its_port_with_a_personal_access_token(label_studio: LabelStudioServer, ls_api: LabelStudioAPI):
