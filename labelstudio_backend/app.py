@@ -7,6 +7,9 @@
     POST /webhook   any Label Studio webhook → queued for the background worker, answered at once
     GET  /versions  (JSON body or ?project=) → {"versions": [model_version]}
     GET  /metrics   JSON, or Prometheus text with ?format=prometheus or Accept: text/plain
+Overload is answered, never queued without bound: each process admits NTT_MAX_PENDING_PREDICTS /predict requests at
+once (default THREADS - 2: one runs, the others wait for the engine) and answers the rest 503 with Retry-After, so
+/health, /setup and /webhook always find a free thread; a full event queue and a loading engine are 503s too.
 Basic auth (BASIC_AUTH_USER/PASS) guards every route but /health, and /webhook too unless LABEL_STUDIO_API_KEY is
 set: then webhook payloads are never trusted (the worker re-reads everything from the API) and Label Studio's
 auto-created webhook, which carries no credentials, still gets through.
@@ -16,6 +19,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,9 +30,10 @@ from werkzeug.exceptions import HTTPException
 
 from .events import SYNC, EventError, SyncJob, parse_webhook
 from .label_config import LabelConfigError
+from .pending import PendingMarkers
 from .predictions import Predictor
 from .projects import ProjectError, parse_project_id
-from .runtime import EngineUnavailable, Runtime
+from .runtime import EngineUnavailable, Runtime, limit_malloc_arenas
 from .settings import Settings
 from .sync import RESYNC_STALE_S, Synchronizer
 from .worker import SyncWorker
@@ -43,6 +49,40 @@ class BadRequest(ValueError):
     """Answered as 400 {"error": message}."""
 
 
+class Admission:
+    """A bounded admission queue: at most `slots` requests inside at once; the others are turned away at once with
+    an estimate of when to come back (Retry-After), instead of piling up in the server's accept queue until Label
+    Studio's timeout."""
+
+    def __init__(self, slots: int):
+        self.slots = slots
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._mean_s: float | None = None  # moving average of one admitted request's duration
+
+    def try_enter(self) -> bool:
+        with self._lock:
+            if self._inside >= self.slots:
+                return False
+            self._inside += 1
+            return True
+
+    def leave(self, seconds: float) -> None:
+        with self._lock:
+            self._inside -= 1
+            self._mean_s = seconds if self._mean_s is None else 0.8 * self._mean_s + 0.2 * seconds
+
+    @property
+    def inside(self) -> int:
+        return self._inside
+
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free: the queue ahead, served one at a time by the engine."""
+        with self._lock:
+            per_request = self._mean_s if self._mean_s is not None else 2.0
+            return int(min(120, max(1, math.ceil(per_request * max(1, self._inside) / max(1, self.slots)))))
+
+
 @dataclass
 class Backend:
     """Everything the routes use; stored in app.extensions["ntt"]."""
@@ -51,6 +91,7 @@ class Backend:
     worker: SyncWorker
     synchronizer: Synchronizer
     predictor: Predictor
+    admission: Admission
 
 
 def configure_logging(level: str) -> None:
@@ -63,11 +104,14 @@ def configure_logging(level: str) -> None:
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
     settings = settings or (runtime.settings if runtime else Settings.from_env())
     configure_logging(settings.log_level)
+    if limit_malloc_arenas(settings.malloc_arenas):  # before the request threads exist
+        log.debug("malloc arenas capped at %d (NTT_MALLOC_ARENAS)", settings.malloc_arenas)
     rt = runtime or Runtime(settings)
     synchronizer = Synchronizer(rt)
-    worker = SyncWorker(synchronizer, rt.metrics, settings.queue_size)
+    worker = SyncWorker(synchronizer, rt.metrics, settings.queue_size,
+                        PendingMarkers(settings.model_dir, enabled=rt.api is not None))
     worker.start()
-    backend = Backend(rt, worker, synchronizer, Predictor(rt))
+    backend = Backend(rt, worker, synchronizer, Predictor(rt), Admission(settings.predict_slots))
     if settings.preload:
         rt.start_preload()
     if settings.trusts_payloads:
@@ -112,8 +156,12 @@ def _register_hooks(app: Flask, backend: Backend) -> None:
             metrics.time(f"route {route}", time.perf_counter() - g.started)
         return response
 
-    def error(status: int, message: str) -> tuple[Response, int]:
-        return jsonify(error=message), status
+    def error(status: int, message: str, retry_after: int | None = None) -> Response:
+        response = jsonify(error=message)
+        response.status_code = status
+        if retry_after is not None:
+            response.headers["Retry-After"] = str(retry_after)
+        return response
 
     @app.errorhandler(BadRequest)
     def bad_request(exc: BadRequest):
@@ -125,11 +173,11 @@ def _register_hooks(app: Flask, backend: Backend) -> None:
 
     @app.errorhandler(EngineUnavailable)
     def engine_unavailable(exc: EngineUnavailable):
-        return error(503, str(exc))
+        return error(503, str(exc), retry_after=10)
 
     @app.errorhandler(ProjectError)
     def project_busy(exc: ProjectError):
-        return error(503, str(exc))
+        return error(503, str(exc), retry_after=10)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -215,6 +263,22 @@ def _register_routes(app: Flask, backend: Backend) -> None:
 
     @app.post("/predict")
     def predict():
+        admission = backend.admission
+        if not admission.try_enter():
+            rt.metrics.add("predict_rejected_busy")
+            retry = admission.retry_after()
+            response = jsonify(error=f"busy: {admission.slots} /predict request(s) are already running or waiting in "
+                                     f"this process; retry in {retry} s")
+            response.status_code = 503
+            response.headers["Retry-After"] = str(retry)
+            return response
+        started = time.perf_counter()
+        try:
+            return _predict()
+        finally:
+            admission.leave(time.perf_counter() - started)
+
+    def _predict():
         body = json_body()
         tasks = body.get("tasks")
         if not isinstance(tasks, list):
@@ -238,7 +302,10 @@ def _register_routes(app: Flask, backend: Backend) -> None:
         if job is None:
             return jsonify(status="ignored")
         if not worker.submit(job):
-            return jsonify(error="the event queue is full; retry later"), 503
+            response = jsonify(error="the event queue is full; retry later")
+            response.status_code = 503
+            response.headers["Retry-After"] = "5"
+            return response
         return jsonify(status="queued", action=job.action, project=job.project_id)
 
     @app.route("/versions", methods=["GET", "POST"])
@@ -253,7 +320,8 @@ def _register_routes(app: Flask, backend: Backend) -> None:
 
     @app.get("/metrics")
     def metrics():
-        gauges = {"queue_length": worker.pending, "engine": rt.engine_status, "projects": _project_gauges(rt)}
+        gauges = {"queue_length": worker.pending, "engine": rt.engine_status, "projects": _project_gauges(rt),
+                  "predicts_inside": backend.admission.inside, "predict_slots": backend.admission.slots}
         wants_text = request.args.get("format") == "prometheus" or (
             "text/plain" in request.headers.get("Accept", "") and "json" not in request.headers.get("Accept", ""))
         if wants_text:
@@ -262,10 +330,18 @@ def _register_routes(app: Flask, backend: Backend) -> None:
 
 
 def _maybe_resync(backend: Backend, project: int) -> None:
-    """With an API key, a project this backend has never synced (new connection, or an empty MODEL_DIR) is read
-    in full from Label Studio, once, in the background."""
+    """With an API key, a project this backend has never synced (new connection, an empty MODEL_DIR, or flagged
+    after an interrupted write or a failed event), or whose events died with another process, is read in full from
+    Label Studio, once, in the background."""
     rt = backend.runtime
     if rt.api is None:
+        return
+    orphans = backend.worker.markers.claim_orphans(project) if backend.worker.markers else []
+    if orphans:
+        log.warning("project %d: events accepted by a process that died before applying them (%s); resyncing from "
+                    "Label Studio", project, ", ".join(orphans))
+        rt.metrics.add("lost_events_recovered")
+        backend.worker.submit(SyncJob(SYNC, project))
         return
     state = rt.store.snapshot(project).state
     if state.synced_at is not None:

@@ -10,7 +10,9 @@ Where each kind of URL is read from:
 - `data:image/...;base64,...`: decoded in place.
 Every outbound hop other than Label Studio itself — redirects included — must resolve to public addresses only,
 unless NTT_ALLOW_PRIVATE_NETWORKS is on (link-local, e.g. cloud metadata at 169.254.169.254, stays refused).
-Sizes and total time are bounded.
+Sizes and total time are bounded: NTT_DOWNLOAD_MAX_BYTES per body, NTT_DOWNLOAD_TIMEOUT for a whole download with its
+redirects. Socket timeouts alone bound each read, not the sum of reads, so a server that trickles its headers or body
+a byte at a time would never time out; a watchdog shuts the download's sockets down at its deadline.
 """
 from __future__ import annotations
 
@@ -29,6 +31,9 @@ from urllib.parse import parse_qs, unquote, urljoin, urlsplit
 
 import numpy as np
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from ntt_engine import ImageLoadError, load_image
 
@@ -120,6 +125,103 @@ def local_file_path(root: Path, url: str) -> Path:
     return path
 
 
+# ------------------------------------------------------------------------------------------------ deadlines
+_watch = threading.local()  # the Deadline of the download running in this thread, if any
+
+
+class Deadline:
+    """Shuts down the sockets a download opened once its time is up, so that a blocked read returns at once."""
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(seconds, 0.0), self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> "Deadline":
+        _watch.deadline = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+        _watch.deadline = None
+
+    def track(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        with self._lock:
+            if sock not in self._sockets:
+                self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shutdown(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _track(sock: socket.socket | None) -> None:
+    deadline = getattr(_watch, "deadline", None)
+    if deadline is not None:
+        deadline.track(sock)
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _track(self.sock)
+
+    def request(self, *args, **kwargs):  # a kept-alive connection is reused without connect()
+        _track(self.sock)
+        return super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _track(self.sock)
+
+    def request(self, *args, **kwargs):
+        _track(self.sock)
+        return super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class WatchedAdapter(HTTPAdapter):
+    """requests' adapter whose connections register their sockets with the download's Deadline."""
+
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+def watched_session() -> requests.Session:
+    session = requests.Session()
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, WatchedAdapter())
+    return session
+
+
 # ------------------------------------------------------------------------------------------------ loader
 class ImageLoader:
     """Thread-safe; keeps a few recently downloaded images so interactive clicks on one task download it once."""
@@ -129,7 +231,7 @@ class ImageLoader:
         self.settings = settings
         self.api = api
         self.resolver = resolver
-        self.session = session or requests.Session()
+        self.session = session or watched_session()
         self._cache: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._cache_entries = cache_entries
         self._cache_ttl = cache_ttl_s
@@ -202,6 +304,21 @@ class ImageLoader:
             raise
 
     def _fetch(self, url: str, original: str) -> bytes:
+        timed_out = f"{_short(original)}: timed out after {self.settings.download_timeout:g} s (NTT_DOWNLOAD_TIMEOUT)"
+        with Deadline(self.settings.download_timeout) as watchdog:
+            try:
+                data = self._fetch_hops(url, original)
+            except (ImageFetchError, requests.RequestException) as exc:
+                if watchdog.expired:
+                    raise ImageFetchError(timed_out) from exc
+                if isinstance(exc, ImageFetchError):
+                    raise
+                raise ImageFetchError(f"{_short(original)}: download failed: {exc}") from exc
+            if watchdog.expired:  # a body cut short by the watchdog may look complete
+                raise ImageFetchError(timed_out)
+            return data
+
+    def _fetch_hops(self, url: str, original: str) -> bytes:
         deadline = time.monotonic() + self.settings.download_timeout
         limit = self.settings.download_max_bytes
         from_ls = False  # redirects chosen by Label Studio (presign) need no allow-list entry, only public IPs

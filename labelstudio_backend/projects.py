@@ -2,14 +2,22 @@
 
 Several gunicorn worker processes share MODEL_DIR. Every change is a read-modify-write under the project's file
 lock (fresh load from disk, change, atomic write of memory.ntt then state.json), so no process works on a stale
-copy. Readers stat state.json before each use (one syscall) and reload when it moved; state.json is written last,
-so a changed stat means the memory file is already complete. Cached memories are never mutated in place: an edit
-works on a fresh copy and replaces the cache entry, so in-flight predictions keep a consistent bank.
+copy. Readers stat both files before each use (two syscalls) and reload, under the lock, when either moved: a reader
+never sees one writer's memory with another's state. Cached memories are never mutated in place: an edit works on a
+fresh copy and replaces the cache entry, so in-flight predictions keep a consistent bank.
+
+Crash safety: each file is replaced atomically (temporary file, fsync, rename), so a process killed at any moment
+leaves the last complete memory. Writers hold the lock, so a temporary file found under the lock is a dead writer's:
+it is removed, and the project is flagged for a resync (with LABEL_STUDIO_API_KEY, the next /setup reads everything
+back from Label Studio). A memory newer than its state.json (killed between the two renames) is reconciled: state
+records are rebuilt for the memory's references, so no reference is orphaned.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -20,11 +28,12 @@ from typing import Any, Callable, Iterator, Protocol
 from filelock import FileLock, Timeout
 
 from ntt_engine import MemoryBank, MemoryFormatError
-from ntt_engine.memory import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+MAX_PROJECT_ID = 2 ** 63 - 1  # Label Studio's ids are database integers; anything larger is not a project
+TEMP_PATTERNS = (".memory.ntt.*.tmp", ".state.json.*.tmp")  # what atomic_write leaves behind when killed
 
 
 class ProjectError(RuntimeError):
@@ -53,7 +62,7 @@ def parse_project_id(value: Any) -> int:
         project = int(head)
     else:
         raise ValueError(f"not a project id: {value!r}")
-    if project < 0:
+    if project < 0 or project > MAX_PROJECT_ID:
         raise ValueError(f"not a project id: {value!r}")
     return project
 
@@ -107,11 +116,18 @@ def ref_id(annotation_id: int | str) -> str:
 
 
 class ProjectStore:
-    def __init__(self, model_dir: Path, memories: Callable[[], MemoryFactory], lock_timeout: float = 600.0):
-        """`memories` returns the engine lazily: loading a memory checks it against the engine's encoder."""
+    def __init__(self, model_dir: Path, memories: Callable[[], MemoryFactory], lock_timeout: float = 600.0,
+                 write_pause: float = 0.0):
+        """`memories` returns the engine lazily: loading a memory checks it against the engine's encoder.
+        `write_pause` (tests only, NTT_TEST_WRITE_PAUSE_S) pauses inside every memory write so that a crash test can
+        kill the process there: after the temporary file is written, and after it is renamed (before state.json)."""
         self.model_dir = Path(model_dir)
         self._memories = memories
         self._lock_timeout = lock_timeout
+        self._write_pause = write_pause
+        if write_pause:
+            log.warning("NTT_TEST_WRITE_PAUSE_S=%s: every memory write pauses twice (a crash-test hook; never set it "
+                        "in production)", write_pause)
         self._cache: dict[int, tuple[tuple | None, ProjectSnapshot]] = {}
         self._guard = threading.Lock()
         self._project_locks: dict[int, threading.RLock] = {}
@@ -129,11 +145,18 @@ class ProjectStore:
         return (self.project_dir(project_id) / "state.json").exists()
 
     def _signature(self, project_id: int) -> tuple | None:
+        """Identity of state.json and memory.ntt (inode, mtime, size); None while the project has no state."""
+        directory = self.project_dir(project_id)
         try:
-            st = (self.project_dir(project_id) / "state.json").stat()
+            st = (directory / "state.json").stat()
         except FileNotFoundError:
             return None
-        return st.st_ino, st.st_mtime_ns, st.st_size
+        try:
+            sm = (directory / "memory.ntt").stat()
+            memory = (sm.st_ino, sm.st_mtime_ns, sm.st_size)
+        except FileNotFoundError:
+            memory = None
+        return st.st_ino, st.st_mtime_ns, st.st_size, memory
 
     # ----- reading -----
     def snapshot(self, project_id: int) -> ProjectSnapshot:
@@ -147,8 +170,8 @@ class ProjectStore:
             snap = ProjectSnapshot(ProjectState(project_id), self._memories().new_memory())
         else:
             with self._locked(project_id):
+                snap = self._load(project_id)  # may repair an interrupted write: sign what is on disk after it
                 signature = self._signature(project_id)
-                snap = self._load(project_id)
         with self._guard:
             self._cache[project_id] = (signature, snap)
         return snap
@@ -161,8 +184,14 @@ class ProjectStore:
     def edit(self, project_id: int) -> Iterator[ProjectSnapshot]:
         """Yield a fresh copy under the project's lock; on a normal exit write what changed, atomically."""
         with self._locked(project_id):
-            snap = self._load(project_id) if self._signature(project_id) is not None else \
-                ProjectSnapshot(ProjectState(project_id), self._memories().new_memory())
+            if self._signature(project_id) is not None:
+                snap = self._load(project_id)
+            else:
+                leftovers = self._remove_temporaries(self.project_dir(project_id))
+                if leftovers:
+                    log.warning("project %d: removed %s left by a writer that died before the first save",
+                                project_id, ", ".join(leftovers))
+                snap = ProjectSnapshot(ProjectState(project_id), self._memories().new_memory())
             before_state, before_revision = snap.state.to_json(), snap.memory.revision
             yield snap
             changed_memory = snap.memory.revision != before_revision
@@ -177,9 +206,37 @@ class ProjectStore:
         directory = self.project_dir(project_id)
         memory_path = directory / "memory.ntt"
         if memory_changed or not memory_path.exists():
-            snap.memory.save(memory_path)
+            self._atomic_write(memory_path, snap.memory.to_bytes(), pause=self._write_pause)
+            self._pause(project_id, "memory-renamed")
         snap.state.updated_at = time.time()
-        atomic_write_bytes(directory / "state.json", snap.state.to_json().encode())
+        self._atomic_write(directory / "state.json", snap.state.to_json().encode())
+
+    def _pause(self, project_id: int, phase: str) -> None:
+        if self._write_pause:
+            log.warning("test hook: project %d write paused %.2f s (phase=%s)", project_id, self._write_pause, phase)
+            time.sleep(self._write_pause)
+
+    def _atomic_write(self, path: Path, data: bytes, pause: float = 0.0) -> None:
+        """Temporary file beside `path`, fsync, rename, fsync the directory: a crash leaves the old or the new file,
+        never a mix (the same as ntt_engine.memory.atomic_write_bytes, with the crash-test pause inside)."""
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as temp:
+                temp.write(data)
+                temp.flush()
+                os.fsync(temp.fileno())
+            if pause:
+                log.warning("test hook: %s write paused %.2f s (phase=temp-written)", path, pause)
+                time.sleep(pause)
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     @contextmanager
     def _locked(self, project_id: int) -> Iterator[None]:
@@ -200,10 +257,12 @@ class ProjectStore:
                 lock.release()
 
     def _load(self, project_id: int) -> ProjectSnapshot:
-        """Under the lock. A memory built by another encoder (NTT_PRESET changed) is set aside and the project
-        starts over empty, flagged for a resync from Label Studio."""
+        """Under the lock. A memory built by another encoder (NTT_PRESET changed), or a corrupt one, is set aside
+        and the project starts over empty, flagged for a resync from Label Studio. A file that cannot be read right
+        now (permissions, I/O error) is a 503 and changes nothing."""
         directory = self.project_dir(project_id)
         state_path, memory_path = directory / "state.json", directory / "memory.ntt"
+        leftovers = self._remove_temporaries(directory)
         try:
             state = ProjectState.from_json(state_path.read_text(), project_id)
         except (OSError, ValueError, TypeError) as exc:
@@ -212,9 +271,16 @@ class ProjectStore:
         if not memory_path.exists():
             memory = factory.new_memory()
             memory.revision = state.revision  # never hand out an older model_version
-            return ProjectSnapshot(state, memory)
+            snap = ProjectSnapshot(state, memory)
+            if leftovers:
+                self._recover(project_id, snap, leftovers)
+            return snap
         try:
-            memory = factory.adopt_memory(MemoryBank.load(memory_path))
+            data = memory_path.read_bytes()
+        except OSError as exc:
+            raise ProjectError(f"project {project_id}: cannot read {memory_path}: {exc.strerror or exc}") from exc
+        try:
+            memory = factory.adopt_memory(MemoryBank.from_bytes(data, str(memory_path)))
         except MemoryFormatError as exc:
             aside = memory_path.with_name(f"memory.ntt.incompatible-{int(time.time())}")
             memory_path.replace(aside)
@@ -225,10 +291,56 @@ class ProjectStore:
             state.annotations.clear()
             state.synced_at = None
             state.revision = memory.revision
-            memory.save(memory_path)
-            atomic_write_bytes(state_path, state.to_json().encode())
+            self._atomic_write(memory_path, memory.to_bytes())
+            self._atomic_write(state_path, state.to_json().encode())
             return ProjectSnapshot(state, memory)
-        if memory.revision != state.revision:
-            log.warning("project %d: memory revision %d differs from state.json's %d (an interrupted write); "
-                        "using the memory file", project_id, memory.revision, state.revision)
-        return ProjectSnapshot(state, memory)
+        snap = ProjectSnapshot(state, memory)
+        if leftovers or memory.revision != state.revision:
+            self._recover(project_id, snap, leftovers)
+        return snap
+
+    @staticmethod
+    def _remove_temporaries(directory: Path) -> list[str]:
+        """Under the lock: temporary files of writers that died before their rename."""
+        removed = []
+        for pattern in TEMP_PATTERNS:
+            for path in directory.glob(pattern):
+                try:
+                    path.unlink()
+                    removed.append(path.name)
+                except FileNotFoundError:
+                    pass
+        return removed
+
+    def _recover(self, project_id: int, snap: ProjectSnapshot, leftovers: list[str]) -> None:
+        """Under the lock, after a writer died mid-write: keep the last complete memory, make state.json agree with
+        it, and flag the project for a resync (an event being applied, or queued, may have been lost)."""
+        state, memory = snap.state, snap.memory
+        if memory.revision < state.revision:  # an older memory file than its state (restored from a backup?)
+            log.warning("project %d: memory revision %d is older than state.json's %d; moving to revision %d so "
+                        "that no model_version is reused", project_id, memory.revision, state.revision,
+                        state.revision + 1)
+            memory.revision = state.revision + 1
+            self._atomic_write(self.project_dir(project_id) / "memory.ntt", memory.to_bytes())
+        rebuilt, stale = [], []
+        for ref in sorted(memory.reference_ids()):
+            key = ref.split(":", 1)[1] if ref.startswith("annotation:") else None
+            if key is None or key in state.annotations:
+                continue
+            entries = memory.entries(ref)
+            negative = ref in memory.negative_images
+            state.annotations[key] = AnnotationRecord(None, "negative" if negative else "reference",
+                                                      sorted({e.label for e in entries}), len(entries), None)
+            rebuilt.append(key)
+        for key, record in state.annotations.items():
+            if record.kind in ("reference", "negative") and ref_id(key) not in memory:
+                record.updated_at = None  # the next event or resync about it is applied, whatever its date
+                stale.append(key)
+        state.revision = memory.revision
+        state.synced_at = state.sync_started_at = None
+        log.warning("project %d: recovered from an interrupted write (%s): memory revision %d kept, %d state "
+                    "record(s) rebuilt, %d marked stale; a resync from Label Studio restores any lost event (with "
+                    "LABEL_STUDIO_API_KEY: at the next /setup, or Start training)", project_id,
+                    ", ".join(leftovers) or "memory newer than state.json", memory.revision, len(rebuilt), len(stale))
+        state.updated_at = time.time()
+        self._atomic_write(self.project_dir(project_id) / "state.json", state.to_json().encode())

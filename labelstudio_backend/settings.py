@@ -77,10 +77,21 @@ class Settings:
     preload: bool = True  # start loading the models when the app is created, not on the first request
     queue_size: int = 10_000  # webhook events waiting for the background worker
     lock_timeout: float = 600.0  # seconds to wait for a project's file lock
+    # /predict requests one process admits at once (running + waiting for the engine); more get 503 + Retry-After.
+    # None: THREADS - 2 (at least 1), so that /health, /setup and /webhook always find a free thread
+    max_pending_predicts: int | None = None
+    malloc_arenas: int = 2  # NTT_MALLOC_ARENAS: glibc malloc arenas per process (0: glibc's default, 8 per core)
+    test_write_pause: float = 0.0  # NTT_TEST_WRITE_PAUSE_S, tests only: pause inside memory writes (crash tests)
 
     @property
     def auth_enabled(self) -> bool:
         return bool(self.basic_auth_user and self.basic_auth_pass)
+
+    @property
+    def predict_slots(self) -> int:
+        if self.max_pending_predicts is not None:
+            return self.max_pending_predicts
+        return max(1, self.threads - 2)
 
     @property
     def trusts_payloads(self) -> bool:
@@ -116,6 +127,9 @@ class Settings:
             preload=_bool(env, "NTT_PRELOAD", True),
             queue_size=_int(env, "NTT_QUEUE_SIZE", 10_000),
             lock_timeout=_float(env, "NTT_LOCK_TIMEOUT", 600.0),
+            max_pending_predicts=_int(env, "NTT_MAX_PENDING_PREDICTS", None),
+            malloc_arenas=_int(env, "NTT_MALLOC_ARENAS", 2),
+            test_write_pause=_float(env, "NTT_TEST_WRITE_PAUSE_S", 0.0),
         )
         values.update(overrides)
         settings = cls(**values)
@@ -136,6 +150,10 @@ class Settings:
             raise SettingsError("NTT_MAX_REFERENCES_PER_CLASS must be >= 1")
         if self.download_max_bytes <= 0 or self.download_timeout <= 0:
             raise SettingsError("NTT_DOWNLOAD_MAX_BYTES and NTT_DOWNLOAD_TIMEOUT must be positive")
+        if self.max_pending_predicts is not None and self.max_pending_predicts < 1:
+            raise SettingsError("NTT_MAX_PENDING_PREDICTS must be >= 1")
+        if self.test_write_pause < 0:
+            raise SettingsError("NTT_TEST_WRITE_PAUSE_S must be >= 0")
 
     def engine_config(self) -> EngineConfig:
         """NTT_CONFIG (a JSON file) or NTT_PRESET, with the env's device and per-class cap applied on top."""

@@ -8,7 +8,10 @@ Rules (one memory reference id per annotation, f"annotation:{id}"):
   earlier version of it contributed), with a log line per skipped region;
 - a cancelled (skipped) annotation adds nothing; if an earlier version of the same annotation had been submitted,
   its references are removed, since the annotator withdrew that labeling;
-- a deleted annotation: its references are removed.
+- a deleted annotation: its references are removed;
+- an event that changes nothing (a duplicate delivery, a forged "update" that the API re-read shows unchanged) leaves
+  the memory and its revision as they are: the revision, hence model_version, moves once per real change;
+- an annotation whose `result` is not a list is malformed: ignored with a log line (not taken for an empty one).
 Several worker processes may apply one annotation's events out of order: an event older (updated_at) than what the
 memory holds, and any event about a deleted annotation (tombstones in state.json), are ignored.
 With LABEL_STUDIO_API_KEY set, webhook payloads are only notifications: annotations, tasks and the label config
@@ -214,6 +217,11 @@ class Synchronizer:
         if annotation.get("was_cancelled"):
             item.cancelled = True
             return item
+        if not isinstance(annotation.get("result"), list):
+            log.warning("annotation %d (task %s): 'result' is %s, not a list of regions; ignored", annotation_id,
+                        task_id, type(annotation.get("result")).__name__)
+            self.rt.metrics.add("annotations_malformed")
+            return None
         url = ((task or {}).get("data") or {}).get(config.value_key)
         try:
             item.image = self.rt.images.load(url, task_id)
@@ -267,16 +275,26 @@ class Synchronizer:
             return
         record = AnnotationRecord(item.task_id, "none", [], 0, item.updated_at)
         if not item.parsed.has_geometry:
-            engine.add_negative(ref, item.image, memory=snap.memory)
             record.kind = "negative"
-            self.rt.metrics.add("negatives_added")
+            if _same_negative(engine, snap, ref, previous, item.updated_at):
+                log.info("annotation %d: already a negative image; memory revision stays %d", item.annotation_id,
+                         snap.memory.revision)
+                self.rt.metrics.add("events_unchanged")
+            else:
+                engine.add_negative(ref, item.image, memory=snap.memory)
+                self.rt.metrics.add("negatives_added")
         elif item.entries:
-            snap.memory.set_reference(ref, item.entries)
             labels = sorted({entry.label for entry in item.entries})
             record.kind, record.labels, record.regions = "reference", labels, len(item.entries)
-            log.info("annotation %d: %d reference(s) %s -> memory revision %d", item.annotation_id,
-                     len(item.entries), labels, snap.memory.revision)
-            self.rt.metrics.add("references_added", len(item.entries))
+            if _same_entries(snap.memory, ref, item.entries):
+                log.info("annotation %d: unchanged (%d reference(s) %s); memory revision stays %d",
+                         item.annotation_id, len(item.entries), labels, snap.memory.revision)
+                self.rt.metrics.add("events_unchanged")
+            else:
+                snap.memory.set_reference(ref, item.entries)
+                log.info("annotation %d: %d reference(s) %s -> memory revision %d", item.annotation_id,
+                         len(item.entries), labels, snap.memory.revision)
+                self.rt.metrics.add("references_added", len(item.entries))
         elif ref in snap.memory:
             engine.remove_reference(ref, memory=snap.memory)
             log.warning("annotation %d: no usable region left; removed its earlier references", item.annotation_id)
@@ -324,7 +342,11 @@ class Synchronizer:
         for start in range(0, len(todo), CHUNK):
             self.apply(project_id, config, todo[start:start + CHUNK])
         stats["applied"] = len(todo)
-        gone = [int(k) for k in known if k not in seen and k.isdigit()]
+        # what Label Studio no longer has: known records, and references of the memory itself (a record may be
+        # missing after a crash between the memory write and the state write)
+        held = set(known) | {r.split(":", 1)[1] for r in self.rt.store.snapshot(project_id).memory.reference_ids()
+                             if r.startswith("annotation:")}
+        gone = sorted(int(k) for k in held if k not in seen and k.isdigit())
         stats["removed"] = self.remove(project_id, gone) if gone else 0
         with self.rt.store.edit(project_id) as snap:
             snap.state.synced_at = time.time()
@@ -355,6 +377,29 @@ class Synchronizer:
             annotation.setdefault("task", task.get("id"))
             full.append(annotation)
         return full
+
+
+def _same_entries(memory, ref: str, entries: list[MemoryEntry]) -> bool:
+    """True when `ref` already holds exactly these entries (a duplicate or no-op event)."""
+    if ref not in memory or ref in memory.negative_images:
+        return False
+    current = memory.entries(ref)
+    return len(current) == len(entries) and all(
+        a.label == b.label and a.negative == b.negative and np.float32(a.level) == np.float32(b.level)
+        and np.array_equal(np.asarray(a.vector, np.float32), np.asarray(b.vector, np.float32))
+        for a, b in zip(current, entries))
+
+
+def _same_negative(engine: Engine, snap: ProjectSnapshot, ref: str, previous: AnnotationRecord | None,
+                   updated_at: str | None) -> bool:
+    """True when `ref` is already this negative image. Without negative mining a negative image is only its id;
+    with it, the mined vectors depend on the memory, so only an identical event (same updated_at) is a duplicate."""
+    if ref not in snap.memory.negative_images:
+        return False
+    if not engine.config.use_negatives:
+        return not snap.memory.entries(ref)
+    return previous is not None and previous.kind == "negative" and updated_at is not None and \
+        previous.updated_at == updated_at
 
 
 def _older(incoming: str | None, stored: str | None) -> bool:

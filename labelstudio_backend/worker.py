@@ -1,5 +1,6 @@
 """The background worker: /webhook only enqueues (Label Studio waits 1 s and never retries); one daemon thread per
-process applies jobs in arrival order, so a project's events are applied in the order they came."""
+process applies jobs in arrival order, so a project's events are applied in the order they came. While a project has
+queued events, a pending marker (pending.py) says so on disk, so that events lost with this process are recovered."""
 from __future__ import annotations
 
 import logging
@@ -9,15 +10,18 @@ import time
 
 from .events import RESYNC_ACTIONS, SYNC, SyncJob
 from .metrics import Metrics
+from .pending import PendingMarkers
 from .sync import Synchronizer
 
 log = logging.getLogger(__name__)
 
 
 class SyncWorker:
-    def __init__(self, synchronizer: Synchronizer, metrics: Metrics, maxsize: int = 10_000):
+    def __init__(self, synchronizer: Synchronizer, metrics: Metrics, maxsize: int = 10_000,
+                 markers: PendingMarkers | None = None):
         self.synchronizer = synchronizer
         self.metrics = metrics
+        self.markers = markers
         self._queue: queue.Queue[SyncJob | None] = queue.Queue(maxsize=maxsize)
         self._pending_resyncs: set[int] = set()  # coalesce: one queued resync per project is enough
         self._lock = threading.Lock()
@@ -34,9 +38,13 @@ class SyncWorker:
         with self._lock:
             if resync and job.project_id in self._pending_resyncs:
                 return True
+            if self.markers is not None:
+                self.markers.hold(job.project_id)
             try:
                 self._queue.put_nowait(job)
             except queue.Full:
+                if self.markers is not None:
+                    self.markers.release(job.project_id)
                 self.metrics.add("events_dropped")
                 return False
             if resync and job.project_id is not None:
@@ -85,6 +93,8 @@ class SyncWorker:
             log.exception("applying %s for project %s failed", job.action, job.project_id)
             self.synchronizer.mark_unsynced(job.project_id)
         finally:
+            if self.markers is not None:
+                self.markers.release(job.project_id)
             elapsed = time.perf_counter() - started
             self.metrics.time("sync", elapsed)
             log.debug("%s for project %s done in %.2f s (%.1f s after it arrived)", job.action, job.project_id,
