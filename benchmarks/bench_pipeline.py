@@ -140,12 +140,13 @@ def chart(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
     stages = sorted({s for r in results for s in r["stages_s"]}, key=lambda s: -max(r["stages_s"].get(s, 0)
                                                                                     for r in results))
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.9 * len(results)))
+    colours = {stage: plt.cm.tab10(i % 10) for i, stage in enumerate(stages)}  # one colour per stage, all rows
+    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.9 * len(results)))
     for row, result in enumerate(results):
         left = 0.0
         for stage in stages:
             width = result["stages_s"].get(stage, 0.0)
-            ax.barh(row, width, left=left, label=stage if row == 0 else None)
+            ax.barh(row, width, left=left, color=colours[stage], label=stage if row == 0 else None)
             left += width
     ax.set_yticks(range(len(results)), [f"{r['preset']} ({r['prompts']} prompts)" for r in results])
     ax.set_xlabel("seconds per image (cold)")

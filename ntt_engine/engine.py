@@ -158,7 +158,7 @@ class Engine:
                 raise ReferenceError("a reference needs at least one region; use add_negative for an image "
                                      "without any of the classes")
             work_masks = [self._to_work(mask, prepared) for mask in masks]
-            pooled = pool_references(prepared.work, work_masks, list(labels), self.encoder,
+            pooled = pool_references(prepared.work, work_masks, list(labels), self._encode,
                                      self.config.reference_crop, self.config.reference_context,
                                      self.config.reference_mask_sampling, lambda: self._whole_features(prepared))
             return [MemoryEntry(p.label, p.vector, level=p.level) for p in pooled]
@@ -246,14 +246,17 @@ class Engine:
             self._embeddings.put(prepared.key, embedding)
         return embedding
 
+    def _encode(self, image: np.ndarray) -> PatchFeatures:
+        with self.stage_times.measure("dinov2"):
+            return self.encoder.encode(image)
+
     def _whole_features(self, prepared: PreparedImage) -> PatchFeatures:
         analysis = self._analyses.get(prepared.key)
         if analysis is not None:
             return analysis.features
         features = self._features.get(prepared.key)
         if features is None:
-            with self.stage_times.measure("dinov2"):
-                features = self.encoder.encode(prepared.work)
+            features = self._encode(prepared.work)
             self._features.put(prepared.key, features)
         return features
 

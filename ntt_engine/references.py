@@ -8,7 +8,6 @@ import numpy as np
 
 from .export import mask_to_bbox
 from .pooling import pool_reference_with_level
-from .protocols import FeatureEncoder
 from .types import PatchFeatures
 
 
@@ -52,8 +51,8 @@ def check_masks(masks: Sequence[np.ndarray], labels: Sequence[str], image_size: 
     return checked
 
 
-def pool_references(image: np.ndarray, masks: Sequence[np.ndarray], labels: Sequence[str], encoder: FeatureEncoder,
-                    crop: bool, context: float, sampling: str,
+def pool_references(image: np.ndarray, masks: Sequence[np.ndarray], labels: Sequence[str],
+                    encode: Callable[[np.ndarray], PatchFeatures], crop: bool, context: float, sampling: str,
                     whole_image_features: Callable[[], PatchFeatures]) -> list[PooledReference]:
     """One raw pooled vector per mask. `crop`: encode a context crop per instance (paper); otherwise pool the
     whole-image features (one forward per image, or none when the engine has them cached)."""
@@ -61,7 +60,7 @@ def pool_references(image: np.ndarray, masks: Sequence[np.ndarray], labels: Sequ
     for i, (mask, label) in enumerate(zip(masks, labels)):
         if crop:
             x0, y0, x1, y1 = context_crop(mask_to_bbox(mask), mask.shape, context)
-            features = encoder.encode(np.ascontiguousarray(image[y0:y1, x0:x1]))
+            features = encode(np.ascontiguousarray(image[y0:y1, x0:x1]))
             pooled_mask = pool_reference_with_level(features, mask[y0:y1, x0:x1], sampling)
         else:
             pooled_mask = pool_reference_with_level(whole_image_features(), mask, sampling)
