@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -28,6 +26,7 @@ from typing import Any, Callable, Iterator, Protocol
 from filelock import FileLock, Timeout
 
 from ntt_engine import MemoryBank, MemoryFormatError
+from ntt_engine.memory import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -217,26 +216,12 @@ class ProjectStore:
             time.sleep(self._write_pause)
 
     def _atomic_write(self, path: Path, data: bytes, pause: float = 0.0) -> None:
-        """Temporary file beside `path`, fsync, rename, fsync the directory: a crash leaves the old or the new file,
-        never a mix (the same as ntt_engine.memory.atomic_write_bytes, with the crash-test pause inside)."""
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as temp:
-                temp.write(data)
-                temp.flush()
-                os.fsync(temp.fileno())
-            if pause:
-                log.warning("test hook: %s write paused %.2f s (phase=temp-written)", path, pause)
-                time.sleep(pause)
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        """ntt_engine's atomic write, with the crash tests' pause between the temporary file and the rename."""
+        def paused() -> None:
+            log.warning("test hook: %s write paused %.2f s (phase=temp-written)", path, pause)
+            time.sleep(pause)
+
+        atomic_write_bytes(path, data, before_replace=paused if pause else None)
 
     @contextmanager
     def _locked(self, project_id: int) -> Iterator[None]:
