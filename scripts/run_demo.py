@@ -33,16 +33,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-# The Label Studio / backend process harness is shared with the end-to-end tests.
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 import requests  # noqa: E402
 
 from labelstudio_backend.label_config import recommended_label_config  # noqa: E402
-
-from label_studio import (ADMIN_EMAIL, ADMIN_PASSWORD, APIError, BackendServer, LabelStudioAPI,  # noqa: E402
-                          LabelStudioServer, StartError, TokenExistsError, create_personal_access_token,
-                          free_port, label_studio_bin, port_in_use, wait_until)
+from labelstudio_backend.local_stack import (ADMIN_EMAIL, ADMIN_PASSWORD, APIError, BackendServer,  # noqa: E402
+                                             LabelStudioAPI, LabelStudioServer, StartError, TokenExistsError,
+                                             create_personal_access_token, free_port, label_studio_bin,
+                                             port_in_use, wait_until)
 
 PROJECT_TITLE = "ntt-label demo"
 REFERENCES_PER_CLASS = 3

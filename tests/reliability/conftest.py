@@ -15,7 +15,6 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "e2e"))  # label_studio.py: BackendServer
 sys.path.insert(0, str(HERE.parent / "backend"))  # backend_helpers.py: LS-shaped annotations and webhooks
 
 from backend_helpers import HEIGHT, WIDTH, Dataset  # noqa: E402
