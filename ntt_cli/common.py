@@ -204,6 +204,19 @@ class Coco:
         return (self.path.parent / root) if root else self.path.parent
 
 
+def category_ids_named(coco: Coco, classes: Sequence[str] | None, source: str | Path) -> list[int]:
+    """Sorted ids of the categories called `classes` (all categories when none are given); unknown names are an
+    error that lists the known ones."""
+    names = coco.category_names
+    if not classes:
+        return sorted(names)
+    by_name = {name: cat_id for cat_id, name in names.items()}
+    unknown = [c for c in classes if c not in by_name]
+    if unknown:
+        raise CliError(f"--classes {unknown} are not categories of {source}; known: {sorted(by_name)}")
+    return sorted(by_name[c] for c in classes)
+
+
 def load_coco(path: str | Path, what: str = "COCO file", need_categories: bool = True) -> Coco:
     path = Path(path)
     data = read_json(path, what)

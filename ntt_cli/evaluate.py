@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import CliError, examples, load_coco, log, plural, read_json, write_json
+from .common import CliError, category_ids_named, examples, load_coco, log, plural, read_json, write_json
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -127,13 +127,7 @@ def run(args) -> int:
     gt = load_coco(args.gt, "ground-truth file")
     results = check_results(read_json(args.results, "results file"), gt, args.results)
     names = gt.category_names
-    cat_ids = sorted(names)
-    if args.classes:
-        by_name = {name: cat_id for cat_id, name in names.items()}
-        unknown = [c for c in args.classes if c not in by_name]
-        if unknown:
-            raise CliError(f"--classes {unknown} are not categories of {args.gt}; known: {sorted(by_name)}")
-        cat_ids = sorted(by_name[c] for c in args.classes)
+    cat_ids = category_ids_named(gt, args.classes, args.gt)
     iou_types = list(dict.fromkeys(args.iou_types))
     if "segm" in iou_types:
         box_only = sum(1 for a in gt.annotations if not a.get("segmentation") and a["category_id"] in cat_ids)

@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from .common import CliError, load_coco, log, plural, write_json
+from .common import CliError, category_ids_named, load_coco, log, plural, write_json
 
 MIN_BOX_SIDE = 32
 BORDER_MARGIN = 10
@@ -75,13 +75,7 @@ def run(args) -> int:
         raise CliError("--shots must be at least 1")
     coco = load_coco(args.refs, "reference file")
     names = coco.category_names
-    wanted = sorted(names)
-    if args.classes:
-        by_name = {name: cat_id for cat_id, name in names.items()}
-        unknown = [c for c in args.classes if c not in by_name]
-        if unknown:
-            raise CliError(f"--classes {unknown} are not categories of {args.refs}; known: {sorted(by_name)}")
-        wanted = sorted(by_name[c] for c in args.classes)
+    wanted = category_ids_named(coco, args.classes, args.refs)
     chosen, available = sample(coco, args.shots, args.seed, args.rule)
     short = [cat_id for cat_id in wanted if len(chosen[cat_id]) < args.shots]
     if short:
