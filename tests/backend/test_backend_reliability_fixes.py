@@ -28,6 +28,14 @@ from fake_ls import FakeLabelStudio
 
 
 # ------------------------------------------------------------------------------------------------ events
+
+def api_mode_app(make_app, ls):
+    """An app in API mode whose Label Studio API is the in-memory fake `ls`."""
+    def use_fake(runtime):
+        runtime.api = ls
+
+    return make_app(runtime_hook=use_fake, label_studio_url="http://ls.test:8080", label_studio_api_key="legacy-token")
+
 def test_a_duplicate_event_keeps_the_revision(app, client, dataset):
     image_id = dataset.positive_ids()[0]
     payload = created_webhook(dataset, 3, image_id, annotation_result(dataset, image_id))
@@ -57,10 +65,7 @@ def test_a_result_that_is_not_a_list_is_ignored_not_a_negative(app, client, data
 def test_forged_update_of_a_real_annotation_changes_nothing_in_api_mode(make_app, dataset):
     ls = FakeLabelStudio(dataset)
 
-    def use_fake(runtime):
-        runtime.api = ls
-
-    app = make_app(runtime_hook=use_fake, label_studio_url="http://ls.test:8080", label_studio_api_key="legacy-token")
+    app = api_mode_app(make_app, ls)
     client = app.test_client()
     image_id = dataset.positive_ids()[0]
     task = ls.add_task(image_id)
@@ -79,10 +84,7 @@ def test_resync_removes_a_memory_reference_without_a_state_record(make_app, data
     still notice that Label Studio no longer has it."""
     ls = FakeLabelStudio(dataset)
 
-    def use_fake(runtime):
-        runtime.api = ls
-
-    app = make_app(runtime_hook=use_fake, label_studio_url="http://ls.test:8080", label_studio_api_key="legacy-token")
+    app = api_mode_app(make_app, ls)
     client = app.test_client()
     image_id = dataset.positive_ids()[0]
     task = ls.add_task(image_id)
@@ -208,10 +210,7 @@ def test_pending_markers_of_live_and_dead_processes(tmp_path):
 def test_setup_resyncs_a_project_whose_events_died_with_a_process(make_app, dataset):
     ls = FakeLabelStudio(dataset)
 
-    def use_fake(runtime):
-        runtime.api = ls
-
-    app = make_app(runtime_hook=use_fake, label_studio_url="http://ls.test:8080", label_studio_api_key="legacy-token")
+    app = api_mode_app(make_app, ls)
     client = app.test_client()
     image_id = dataset.positive_ids()[0]
     setup(client)
