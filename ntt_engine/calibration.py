@@ -50,6 +50,8 @@ def calibrate_thresholds(observations: Iterable[ScoreObservation], missed: dict[
     """
     by_label: dict[str, list[ScoreObservation]] = {}
     for obs in observations:
+        if not np.isfinite(obs.score):
+            raise ValueError(f"observation of {obs.label!r} has score {obs.score}; scores must be finite")
         by_label.setdefault(obs.label, []).append(obs)
     missed = dict(missed or {})
     result = {label: float(default) for label in (*labels, *missed)}

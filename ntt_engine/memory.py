@@ -66,6 +66,7 @@ class MemoryBank:
         self._entries: dict[str, list[MemoryEntry]] = {}  # insertion-ordered: the cap keeps the earliest
         self._negative_images: set[str] = set()
         self._prototype_cache: dict[bool, tuple[int, Prototypes]] = {}
+        self._examples_cache: dict[str, tuple[int, Examples]] = {}
 
     # ----- changes (each one bumps the revision) -----
     def set_reference(self, ref_id: str, entries: list[MemoryEntry], negative_image: bool = False) -> None:
@@ -141,11 +142,22 @@ class MemoryBank:
 
     def negative_examples(self) -> Examples:
         """Negative entries stored under annotations (corrections: rejected predictions), in insertion order."""
-        return self._examples([(ref_id, e) for ref_id, entries in self._entries.items()
-                               if ref_id not in self._negative_images for e in entries if e.negative])
+        return self._cached("negative_examples", lambda: self._examples(
+            [(ref_id, e) for ref_id, entries in self._entries.items()
+             if ref_id not in self._negative_images for e in entries if e.negative]))
 
     def positive_examples(self) -> Examples:
         """The references one by one (the first `max_per_class` of each class, as the prototypes use)."""
+        return self._cached("positive_examples", self._positive_examples)
+
+    def _cached(self, key: str, build: Callable[[], Examples]) -> Examples:
+        cached = self._examples_cache.get(key)
+        if cached is None or cached[0] != self.revision:
+            cached = (self.revision, build())
+            self._examples_cache[key] = cached
+        return cached[1]
+
+    def _positive_examples(self) -> Examples:
         taken: dict[str, int] = {}
         chosen = []
         for ref_id, entries in self._entries.items():

@@ -83,3 +83,8 @@ def test_observations_from_a_correction():
     assert merge_counts(missed, {"dog": 1, "cat": 1}) == {"dog": 3, "cat": 1}
     with pytest.raises(ValueError, match="no score"):
         observations_from_diff(diff_correction([LabelledMask("cat", box(0, 0, 4, 4))], []))
+
+
+def test_non_finite_scores_are_refused():
+    with pytest.raises(ValueError, match="finite"):
+        calibrate_thresholds(obs("cat", (float("nan"), True)))
