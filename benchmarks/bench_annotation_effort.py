@@ -171,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=60)
     parser.add_argument("--classes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--difficulty", default="hard", choices=("hard", "easy"), help="generated set (default hard)")
     parser.add_argument("--data", type=Path, help="an existing COCO folder (instances.json + images); default: "
-                                                  "generate the hard synthetic set in a temporary folder")
+                                                  "generate a synthetic set in a temporary folder")
     parser.add_argument("--first-k", type=int, default=3, help="references of the frozen configuration")
     parser.add_argument("--threshold", type=float, default=0.5, help="global score threshold (uncalibrated)")
     parser.add_argument("--match-iou", type=float, default=0.5)
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data
     if data is None:
         data = Path(tempfile.mkdtemp(prefix="ntt-effort-"))
-        generate_dataset(data, args.images, args.classes, args.seed, difficulty="hard")
+        generate_dataset(data, args.images, args.classes, args.seed, difficulty=args.difficulty)
     samples, labels = load_samples(data)
     history: list[Sample] = []
     for index, sample in enumerate(tqdm(samples, desc="annotating", unit="img")):
@@ -219,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"annotation_effort_{args.preset}"
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     png = args.png or args.out / f"{stem}.png"
-    plot(result, png, f"Labelling effort, {len(samples)} hard synthetic images, preset {args.preset}")
+    what = f"{args.difficulty} synthetic" if args.data is None else str(args.data.name)
+    plot(result, png, f"Labelling effort, {len(samples)} {what} images, preset {args.preset}")
     print(f"wrote {args.out / f'{stem}.json'} and {png}")
     return 0
 
