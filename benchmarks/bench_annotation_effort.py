@@ -129,13 +129,14 @@ def summarise(runs: list[Run], samples: list[Sample]) -> dict:
     half = len(samples) // 2
     objects = [len(s.truths) for s in samples]
     base = runs[0]
+    ratio = lambda value, reference: None if reference == 0 else value / reference  # noqa: E731
     result = {"images": len(samples), "objects": sum(objects), "objects_per_image": objects, "configs": {}}
     for run in runs:
         total, late = sum(run.edits), sum(run.edits[half:]) / max(1, len(samples) - half)
         result["configs"][run.name] = {
             "total_edits": total, "edits_per_image_last_half": late, "per_image": run.edits, **run.kinds,
-            "ratio_total_to_frozen": total / max(1, sum(base.edits)),
-            "ratio_last_half_to_frozen": late / max(1e-9, sum(base.edits[half:]) / max(1, len(samples) - half)),
+            "ratio_total_to_frozen": ratio(total, sum(base.edits)),
+            "ratio_last_half_to_frozen": ratio(late, sum(base.edits[half:]) / max(1, len(samples) - half)),
             "seconds": round(run.seconds, 1),
             "final_thresholds": {k: round(v, 3) for k, v in run.thresholds.items()},
         }
@@ -211,9 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(samples)} images, {result['objects']} objects, preset {args.preset}, first-k {args.first_k}")
     print(f"{'configuration':32} {'edits':>6} {'last-half/img':>13} {'x frozen':>9} {'x frozen (last half)':>21}"
           f" {'del':>5} {'add':>5} {'relab':>5}")
+    shown = lambda value, width: f"{'n/a':>{width}}" if value is None else f"{value:{width}.2f}"  # noqa: E731
     for name, c in result["configs"].items():
         print(f"{name:32} {c['total_edits']:6d} {c['edits_per_image_last_half']:13.2f} "
-              f"{c['ratio_total_to_frozen']:9.2f} {c['ratio_last_half_to_frozen']:21.2f} "
+              f"{shown(c['ratio_total_to_frozen'], 9)} {shown(c['ratio_last_half_to_frozen'], 21)} "
               f"{c['deleted']:5d} {c['added']:5d} {c['relabelled']:5d}")
     print(f"drawing every object by hand: {result['objects']} edits")
     args.out.mkdir(parents=True, exist_ok=True)
