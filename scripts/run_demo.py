@@ -233,20 +233,26 @@ def wait_memory(backend: BackendServer, project: int, annotations: int, timeout:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/run_demo.py", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__[__doc__.index("What it does"):],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=("auto", "synthetic", "fast", "paper"), default="auto",
                    help="engine preset; auto: $NTT_PRESET, else fast when its checkpoints are already cached, "
                         "else synthetic (test backbones, no weights needed)")
-    p.add_argument("--data-dir", type=Path, default=REPO / "demo_data", help="everything the demo writes")
+    p.add_argument("--data-dir", type=Path, default=REPO / "demo_data",
+                   help="everything the demo writes: images, Label Studio's database, the memory, logs "
+                        "(default ./demo_data; delete it to start afresh)")
     p.add_argument("--host", default="127.0.0.1", help="address both servers listen on (0.0.0.0: reachable from "
                                                        "other machines; the demo login is then exposed)")
-    p.add_argument("--ls-port", type=int, default=8080)
-    p.add_argument("--backend-port", type=int, default=9090)
-    p.add_argument("--images", type=int, default=12)
-    p.add_argument("--classes", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--email", default=os.environ.get("NTT_DEMO_EMAIL", ADMIN_EMAIL))
-    p.add_argument("--password", default=os.environ.get("NTT_DEMO_PASSWORD", ADMIN_PASSWORD))
+    p.add_argument("--ls-port", type=int, default=8080, help="Label Studio's port (when busy, a free one is "
+                                                              "picked and printed)")
+    p.add_argument("--backend-port", type=int, default=9090, help="the backend's port (when busy, likewise)")
+    p.add_argument("--images", type=int, default=12, help="generated images (tasks) in the demo project")
+    p.add_argument("--classes", type=int, default=3, help="object classes in the generated images")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated images")
+    p.add_argument("--email", default=os.environ.get("NTT_DEMO_EMAIL", ADMIN_EMAIL),
+                   help="Label Studio login, created at the first start (default %(default)s; $NTT_DEMO_EMAIL)")
+    p.add_argument("--password", default=os.environ.get("NTT_DEMO_PASSWORD", ADMIN_PASSWORD),
+                   help="its password (default %(default)s; $NTT_DEMO_PASSWORD)")
     p.add_argument("--api-key", default=os.environ.get("NTT_DEMO_API_KEY"),
                    help="a Label Studio personal access token (default: created and saved by the demo)")
     g = p.add_mutually_exclusive_group()
