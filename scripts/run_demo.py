@@ -231,6 +231,13 @@ def wait_memory(backend: BackendServer, project: int, annotations: int, timeout:
 # ------------------------------------------------------------------------------------------------ main
 
 
+def tcp_port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:  # Label Studio takes 0 for "its default", 8080: refuse it rather than surprise
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (1-65535)")
+    return port
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="scripts/run_demo.py", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__[__doc__.index("What it does"):],
@@ -243,9 +250,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(default ./demo_data; delete it to start afresh)")
     p.add_argument("--host", default="127.0.0.1", help="address both servers listen on (0.0.0.0: reachable from "
                                                        "other machines; the demo login is then exposed)")
-    p.add_argument("--ls-port", type=int, default=8080, help="Label Studio's port (when busy, a free one is "
+    p.add_argument("--ls-port", type=tcp_port, default=8080, help="Label Studio's port (when busy, a free one is "
                                                               "picked and printed)")
-    p.add_argument("--backend-port", type=int, default=9090, help="the backend's port (when busy, likewise)")
+    p.add_argument("--backend-port", type=tcp_port, default=9090, help="the backend's port (when busy, likewise)")
     p.add_argument("--images", type=int, default=12, help="generated images (tasks) in the demo project")
     p.add_argument("--classes", type=int, default=3, help="object classes in the generated images")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated images")
