@@ -238,7 +238,7 @@ def tcp_port(text: str) -> int:
     return port
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scripts/run_demo.py", description=__doc__.split("\n\n")[0],
                                 epilog=__doc__[__doc__.index("What it does"):],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -270,7 +270,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--offline", action="store_true", help="never download checkpoints")
     p.add_argument("--no-wait", action="store_true", help="set everything up, then stop both servers and exit")
     p.add_argument("--start-timeout", type=float, default=180.0, help="seconds for each server to come up")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
