@@ -10,6 +10,7 @@ PYTHON=${PYTHON:-python3}
 stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
 
 CPU_INDEX=https://download.pytorch.org/whl/cpu
+TIMEOUT_CMD=$(command -v timeout >/dev/null 2>&1 && echo "timeout 8" || true)
 
 # Which wheel index torch comes from: $TORCH_INDEX when set (empty: the default index); else, without an NVIDIA GPU,
 # PyTorch's CPU-only wheels (about 0.2 GB to download instead of several GB of CUDA libraries), when that index can
@@ -21,7 +22,8 @@ pick_torch_index() {
   if command -v nvidia-smi >/dev/null 2>&1; then
     echo "[setup] NVIDIA GPU tools found: torch with CUDA from the default index" >&2; return
   fi
-  if "$PYTHON" - "$CPU_INDEX/" <<'PY' >/dev/null 2>&1
+  # `timeout` bounds the DNS lookup too, which urlopen's timeout does not
+  if ${TIMEOUT_CMD:-} "$PYTHON" - "$CPU_INDEX/" <<'PY' >/dev/null 2>&1
 import sys, urllib.request
 urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="HEAD"), timeout=5)
 PY
