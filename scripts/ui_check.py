@@ -133,6 +133,8 @@ const kinds = {};
 if (sel) for (const r of sel.regions) kinds[r.type] = (kinds[r.type] || 0) + 1;
 return {task: s.task.id, regions: sel ? sel.regions.length : null, region_types: kinds,
         predictions: s.annotationStore.predictions.length, annotations: s.annotationStore.annotations.length,
+        // the editor names a prediction's author after its model_version
+        editor_versions: s.annotationStore.predictions.map(p => p.createdBy),
         loaded: !!document.querySelector('canvas')};
 """
 
@@ -166,16 +168,18 @@ def submit_in_ui(driver, timeout: float) -> str:
 # ------------------------------------------------------------------------------------------------ the report
 
 
-def task_report(api: LabelStudioAPI, backend: BackendServer, project: int, shown: dict) -> dict:
-    current = next((p.get("model_version") for p in backend.get("/metrics").json().get("projects", [])
-                    if p.get("project") == project), None)
+def task_report(api: LabelStudioAPI, backend: BackendServer, project: int, shown: dict, current: str | None) -> dict:
+    """What the editor showed (`shown`, read when the task appeared; `current`: the backend's model_version then),
+    next to what the API says about the task now (a background refresh may have changed it since)."""
     predictions = api.list_predictions(task=shown["task"])
     task = api.get_task(shown["task"])
+    editor_versions = shown.get("editor_versions") or []
     return {"task": shown["task"], "regions_on_screen": shown.get("regions"), "region_types": shown.get("region_types"),
-            "predictions_in_editor": shown.get("predictions"), "backend_model_version": current,
+            "predictions_in_editor": shown.get("predictions"), "editor_prediction_versions": editor_versions,
+            "backend_model_version": current,
             "prediction_versions": [p.get("model_version") for p in predictions],
             "prediction_regions": [len(p.get("result") or []) for p in predictions],
-            "has_current_version": current in [p.get("model_version") for p in predictions],
+            "has_current_version": current in editor_versions,
             "data_manager_predictions_score": task.get("predictions_score"),
             "annotations": task.get("total_annotations")}
 
@@ -184,10 +188,11 @@ def print_report(name: str, r: dict) -> None:
     kinds = ", ".join(f"{n} {k}" for k, n in sorted((r.get("region_types") or {}).items()))
     say(f"{name}: task {r['task']}, {r['regions_on_screen']} regions on screen" + (f" ({kinds})" if kinds else "")
         + f"; {r['predictions_in_editor']} prediction(s) loaded in the editor")
-    say(f"  predictions (model_version: regions): "
+    say(f"  model_version of the prediction(s) in the editor: {', '.join(r['editor_prediction_versions']) or 'none'}")
+    say(f"  the task's predictions now, via the API (model_version: regions): "
         + (", ".join(f"{v}: {n}" for v, n in zip(r["prediction_versions"], r["prediction_regions"])) or "none"))
     say(f"  backend's current model_version {r['backend_model_version']}: "
-        + ("the task carries it" if r["has_current_version"] else "the task does NOT carry it (stale)"))
+        + ("the editor showed it" if r["has_current_version"] else "the editor showed an older one (stale)"))
     say(f"  Data Manager prediction score: {r['data_manager_predictions_score']}")
 
 
@@ -217,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         say(f"logged in; opening the label stream of project {project}")
         first = open_label_stream(driver, ls.url, project, args.ui_timeout)
         driver.save_screenshot(str(out / "1-served-task.png"))
-        report["first"] = task_report(api, backend, project, first)
+        report["first"] = task_report(api, backend, project, first, _version(backend, project))
         print_report("first task served", report["first"])
         before = backend.get("/metrics").json()
         how = submit_in_ui(driver, args.ui_timeout)
@@ -228,10 +233,11 @@ def run(args: argparse.Namespace) -> int:
                           interval=0.1)
         report["next_task_after_s"] = round(time.monotonic() - submitted_at, 2)
         at_next = backend.get("/metrics").json()
+        current_at_next = _version(backend, project)
         time.sleep(2.0)
         second = editor_state(driver) or second
         driver.save_screenshot(str(out / "2-next-task.png"))
-        report["next"] = task_report(api, backend, project, second)
+        report["next"] = task_report(api, backend, project, second, current_at_next)
         report["submitted_annotations"] = len(api.list_annotations(first["task"]))
         print_report("next task served", report["next"])
         # the memory moves after the webhook: show where it stood when the next task was served, and later
@@ -269,6 +275,11 @@ def run(args: argparse.Namespace) -> int:
             if server is not None:
                 server.stop()
         say(f"servers stopped; report and screenshots in {out}")
+
+
+def _version(backend: BackendServer, project: int) -> str | None:
+    return next((p.get("model_version") for p in backend.get("/metrics").json().get("projects", [])
+                 if p.get("project") == project), None)
 
 
 def _revision(metrics: dict, project: int) -> Any:
