@@ -177,6 +177,7 @@ def task_report(api: LabelStudioAPI, backend: BackendServer, project: int, shown
     return {"task": shown["task"], "regions_on_screen": shown.get("regions"), "region_types": shown.get("region_types"),
             "predictions_in_editor": shown.get("predictions"), "editor_prediction_versions": editor_versions,
             "backend_model_version": current,
+            "prediction_ids": [p.get("id") for p in predictions],
             "prediction_versions": [p.get("model_version") for p in predictions],
             "prediction_regions": [len(p.get("result") or []) for p in predictions],
             "has_current_version": current in editor_versions,
@@ -189,8 +190,9 @@ def print_report(name: str, r: dict) -> None:
     say(f"{name}: task {r['task']}, {r['regions_on_screen']} regions on screen" + (f" ({kinds})" if kinds else "")
         + f"; {r['predictions_in_editor']} prediction(s) loaded in the editor")
     say(f"  model_version of the prediction(s) in the editor: {', '.join(r['editor_prediction_versions']) or 'none'}")
-    say(f"  the task's predictions now, via the API (model_version: regions): "
-        + (", ".join(f"{v}: {n}" for v, n in zip(r["prediction_versions"], r["prediction_regions"])) or "none"))
+    say(f"  the task's predictions now, via the API (id model_version: regions): "
+        + (", ".join(f"{i} {v}: {n}" for i, v, n in zip(r["prediction_ids"], r["prediction_versions"],
+                                                         r["prediction_regions"])) or "none"))
     say(f"  backend's current model_version {r['backend_model_version']}: "
         + ("the editor showed it" if r["has_current_version"] else "the editor showed an older one (stale)"))
     say(f"  Data Manager prediction score: {r['data_manager_predictions_score']}")
