@@ -75,6 +75,13 @@ def checkpoints_present(preset: str) -> bool:
     return all(path.is_file() for _, _, path in required_checkpoints(preset))
 
 
+def pick_preset(requested: str) -> str:
+    """--preset, unless `auto`: then $NTT_PRESET, else `fast` when its checkpoints are cached, else `synthetic`."""
+    if requested != "auto":
+        return requested
+    return os.environ.get("NTT_PRESET") or ("fast" if checkpoints_present("fast") else "synthetic")
+
+
 def ensure_checkpoints(preset: str, offline: bool) -> None:
     """Download what is missing into $NTT_CACHE_DIR (or ~/.cache/ntt); when that fails, say what to fetch."""
     from ntt_engine.checkpoints import CheckpointError, cache_dir_default, resolve
@@ -279,9 +286,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    preset = args.preset
-    if preset == "auto":  # $NTT_PRESET, else fast when its checkpoints are cached, else synthetic (no weights)
-        preset = os.environ.get("NTT_PRESET") or ("fast" if checkpoints_present("fast") else "synthetic")
+    preset = pick_preset(args.preset)
     auto_label = args.auto_label if args.auto_label is not None else preset == "synthetic"
     data = args.data_dir.resolve()
     files_root, ls_dir, model_dir, logs = data / "files", data / "ls", data / "models", data / "logs"
