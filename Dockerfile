@@ -3,6 +3,7 @@
 #
 #   docker build -t ntt-label .                                   # CPU torch (default, small wheels)
 #   docker build -t ntt-label:cu126 --build-arg TORCH_VARIANT=cu126 .   # CUDA 12.6 torch wheels
+#   (docker compose passes NTT_TORCH_VARIANT from .env as this TORCH_VARIANT build arg)
 #   docker build --build-arg TORCH_INDEX=https://my.mirror/whl/cpu .    # any PyTorch wheel index
 #   docker run --gpus all -p 9090:9090 -e LABEL_STUDIO_URL=... -e LABEL_STUDIO_API_KEY=... \
 #       -v ntt-models:/data/models -v ntt-cache:/data/cache ntt-label:cu126

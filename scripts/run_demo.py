@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import stat
 import sys
@@ -33,9 +32,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
 
 import requests  # noqa: E402
 
+from demo_presets import DemoError, ensure_checkpoints, pick_preset  # noqa: E402
 from labelstudio_backend.label_config import recommended_label_config  # noqa: E402
 from labelstudio_backend.local_stack import (ADMIN_EMAIL, ADMIN_PASSWORD, APIError, BackendServer,  # noqa: E402
                                              LabelStudioAPI, LabelStudioServer, StartError, TokenExistsError,
@@ -48,62 +49,6 @@ REFERENCES_PER_CLASS = 3
 
 def say(message: str = "") -> None:
     print(message, flush=True)
-
-
-class DemoError(RuntimeError):
-    """Printed without a traceback; the message says what to do."""
-
-
-# ------------------------------------------------------------------------------------------------ checkpoints
-
-
-def required_checkpoints(preset: str) -> list[tuple[str, str, Path]]:
-    """(name, url, cache path) of each registry checkpoint the preset needs."""
-    from ntt_engine import EngineConfig
-    from ntt_engine.checkpoints import REGISTRY, cache_path
-
-    config = EngineConfig.preset(preset)
-    needed = []
-    for name, override in ((config.encoder, config.encoder_checkpoint), (config.proposer, config.proposer_checkpoint)):
-        source = override or name
-        if source in REGISTRY:
-            needed.append((source, REGISTRY[source].url, cache_path(source)))
-    return needed
-
-
-def checkpoints_present(preset: str) -> bool:
-    return all(path.is_file() for _, _, path in required_checkpoints(preset))
-
-
-def ensure_checkpoints(preset: str, offline: bool) -> None:
-    """Download what is missing into $NTT_CACHE_DIR (or ~/.cache/ntt); when that fails, say what to fetch."""
-    from ntt_engine.checkpoints import CheckpointError, cache_dir_default, resolve
-
-    missing = [(n, u, p) for n, u, p in required_checkpoints(preset) if not p.is_file()]
-    if not missing:
-        return
-    failures = []
-    if not offline:
-        for name, url, path in missing:
-            say(f"downloading checkpoint {name} from {url} ...")
-            try:
-                resolve(name, progress=True)
-            except CheckpointError as exc:
-                failures.append((name, url, path, str(exc)))
-    else:
-        failures = [(n, u, p, "--offline") for n, u, p in missing]
-    if failures:
-        lines = [f"The '{preset}' preset needs {len(failures)} checkpoint file(s) that are not in "
-                 f"{cache_dir_default()}" + (" (--offline):" if offline else " and could not be downloaded:"), ""]
-        for name, url, path, reason in failures:
-            cause = re.findall(r"\b([A-Z]\w*(?:Error|Exception))\b", reason)
-            lines += [f"  {name}", f"    fetch: {url}", f"    put it at: {path}"]
-            lines += [f"    (download failed: {cause[-1]})"] if cause else []
-        lines += ["", "For example, on a machine with internet access:"]
-        lines += [f"  curl -L --create-dirs -o {path} {url}" for _, url, path, _ in failures]
-        lines += ["then copy the files to the paths above (the directory is $NTT_CACHE_DIR, default ~/.cache/ntt),",
-                  "or run the demo without weights: --preset synthetic"]
-        raise DemoError("\n".join(lines))
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -231,22 +176,35 @@ def wait_memory(backend: BackendServer, project: int, annotations: int, timeout:
 # ------------------------------------------------------------------------------------------------ main
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def tcp_port(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535:  # Label Studio takes 0 for "its default", 8080: refuse it rather than surprise
+        raise argparse.ArgumentTypeError(f"{text} is not a TCP port (1-65535)")
+    return port
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scripts/run_demo.py", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__[__doc__.index("What it does"):],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=("auto", "synthetic", "fast", "paper"), default="auto",
                    help="engine preset; auto: $NTT_PRESET, else fast when its checkpoints are already cached, "
                         "else synthetic (test backbones, no weights needed)")
-    p.add_argument("--data-dir", type=Path, default=REPO / "demo_data", help="everything the demo writes")
+    p.add_argument("--data-dir", type=Path, default=REPO / "demo_data",
+                   help="everything the demo writes: images, Label Studio's database, the memory, logs "
+                        "(default ./demo_data; delete it to start afresh)")
     p.add_argument("--host", default="127.0.0.1", help="address both servers listen on (0.0.0.0: reachable from "
                                                        "other machines; the demo login is then exposed)")
-    p.add_argument("--ls-port", type=int, default=8080)
-    p.add_argument("--backend-port", type=int, default=9090)
-    p.add_argument("--images", type=int, default=12)
-    p.add_argument("--classes", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--email", default=os.environ.get("NTT_DEMO_EMAIL", ADMIN_EMAIL))
-    p.add_argument("--password", default=os.environ.get("NTT_DEMO_PASSWORD", ADMIN_PASSWORD))
+    p.add_argument("--ls-port", type=tcp_port, default=8080, help="Label Studio's port (when busy, a free one is "
+                                                              "picked and printed)")
+    p.add_argument("--backend-port", type=tcp_port, default=9090, help="the backend's port (when busy, likewise)")
+    p.add_argument("--images", type=int, default=12, help="generated images (tasks) in the demo project")
+    p.add_argument("--classes", type=int, default=3, help="object classes in the generated images")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated images")
+    p.add_argument("--email", default=os.environ.get("NTT_DEMO_EMAIL", ADMIN_EMAIL),
+                   help="Label Studio login, created at the first start (default %(default)s; $NTT_DEMO_EMAIL)")
+    p.add_argument("--password", default=os.environ.get("NTT_DEMO_PASSWORD", ADMIN_PASSWORD),
+                   help="its password (default %(default)s; $NTT_DEMO_PASSWORD)")
     p.add_argument("--api-key", default=os.environ.get("NTT_DEMO_API_KEY"),
                    help="a Label Studio personal access token (default: created and saved by the demo)")
     g = p.add_mutually_exclusive_group()
@@ -257,14 +215,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--offline", action="store_true", help="never download checkpoints")
     p.add_argument("--no-wait", action="store_true", help="set everything up, then stop both servers and exit")
     p.add_argument("--start-timeout", type=float, default=180.0, help="seconds for each server to come up")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    preset = args.preset
-    if preset == "auto":  # $NTT_PRESET, else fast when its checkpoints are cached, else synthetic (no weights)
-        preset = os.environ.get("NTT_PRESET") or ("fast" if checkpoints_present("fast") else "synthetic")
+    preset = pick_preset(args.preset)
     auto_label = args.auto_label if args.auto_label is not None else preset == "synthetic"
     data = args.data_dir.resolve()
     files_root, ls_dir, model_dir, logs = data / "files", data / "ls", data / "models", data / "logs"
