@@ -160,6 +160,35 @@ class LabelStudioAPI:
         return self._json("POST", "/api/predictions/", json={"task": int(task_id), "result": result,
                                                               "score": float(score), "model_version": model_version})
 
+    def update_prediction(self, prediction_id: int, result: list[dict], score: float, model_version: str
+                          ) -> dict | None:
+        """Replace a prediction's content in place (its id, which annotations name as parent_prediction, stays);
+        None when it no longer exists."""
+        return self._json("PATCH", f"/api/predictions/{int(prediction_id)}/", allow_404=True,
+                          json={"result": result, "score": float(score), "model_version": model_version})
+
+    def delete_prediction(self, prediction_id: int) -> None:
+        response = self.request("DELETE", f"/api/predictions/{int(prediction_id)}/")
+        if response.status_code not in (200, 204, 404):
+            raise LabelStudioAPIError(f"DELETE /api/predictions/{prediction_id}/: HTTP {response.status_code} "
+                                      f"{response.text[:300]}", response.status_code)
+
+    def get_prediction(self, prediction_id: int) -> dict | None:
+        return self._json("GET", f"/api/predictions/{int(prediction_id)}/", allow_404=True)
+
+    def unlabelled_tasks(self, project_id: int, limit: int) -> list[dict]:
+        """The first `limit` tasks nobody has annotated, by id (Label Studio's sequential label-stream order),
+        with their predictions, through the data-manager list (which never calls /predict)."""
+        query = {"filters": {"conjunction": "and", "items": [
+            {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0},
+            {"filter": "filter:tasks:cancelled_annotations", "operator": "equal", "type": "Number", "value": 0}]},
+            "ordering": ["tasks:id"]}
+        body = self._json("GET", "/api/tasks/", params={"project": int(project_id), "fields": "all",
+                                                       "page": 1, "page_size": max(1, int(limit)),
+                                                       "query": json.dumps(query)})
+        tasks = body.get("tasks", []) if isinstance(body, dict) else (body or [])
+        return [t for t in tasks if isinstance(t, dict) and not t.get("total_annotations")][:limit]
+
 
 def _default_port(scheme: str) -> int:
     return 443 if scheme == "https" else 80

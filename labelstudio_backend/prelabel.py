@@ -55,11 +55,11 @@ def predict_batch(runtime: Runtime, snap: ProjectSnapshot, config: LabelConfig, 
     engine = runtime.engine()
     predictor = Predictor(runtime)
     version = engine.version_of(snap.memory)
-    threshold = runtime.score_threshold(snap.state)
+    thresholds = runtime.thresholds(snap.state)
     out = []
     for task in tasks:
         try:
-            out.append((task["id"], predictor.predict_task(engine, snap, config, task, threshold, version,
+            out.append((task["id"], predictor.predict_task(engine, snap, config, task, thresholds, version,
                                                            strict=True), None))
         except ImageFetchError as exc:
             out.append((task["id"], None, str(exc)))

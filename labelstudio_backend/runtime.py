@@ -18,6 +18,7 @@ from .ls_api import LabelStudioAPI
 from .metrics import Metrics
 from .projects import ProjectState, ProjectStore
 from .settings import Settings
+from .task_score import Thresholds
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +135,8 @@ class Runtime:
 
     def score_threshold(self, state: ProjectState) -> float:
         return self.settings.score_threshold if state.score_threshold is None else state.score_threshold
+
+    def thresholds(self, state: ProjectState) -> Thresholds:
+        """The project's per-class thresholds: an explicit threshold (extra_params, else NTT_SCORE_THRESHOLD when
+        set) applies to every class."""
+        return Thresholds(self.score_threshold(state))

@@ -82,6 +82,11 @@ class Settings:
     max_pending_predicts: int | None = None
     malloc_arenas: int = 2  # NTT_MALLOC_ARENAS: glibc malloc arenas per process (0: glibc's default, 8 per core)
     test_write_pause: float = 0.0  # NTT_TEST_WRITE_PAUSE_S, tests only: pause inside memory writes (crash tests)
+    # freshness (freshness.py, refresher.py): bounded waits for unapplied events, and the background refresh
+    webhook_wait: float = 0.8  # NTT_WEBHOOK_APPLY_WAIT_S: /webhook waits this long for its event (LS waits 1 s)
+    setup_wait: float = 2.0  # NTT_SETUP_WAIT_S: /setup waits for the project's pending events (LS waits 3 s)
+    predict_wait: float = 20.0  # NTT_PREDICT_WAIT_S: /predict likewise (LS waits 100 s)
+    refresh_tasks: int = 20  # NTT_REFRESH_TASKS: tasks re-predicted after each memory change (0: off)
 
     @property
     def auth_enabled(self) -> bool:
@@ -130,6 +135,10 @@ class Settings:
             max_pending_predicts=_int(env, "NTT_MAX_PENDING_PREDICTS", None),
             malloc_arenas=_int(env, "NTT_MALLOC_ARENAS", 2),
             test_write_pause=_float(env, "NTT_TEST_WRITE_PAUSE_S", 0.0),
+            webhook_wait=_float(env, "NTT_WEBHOOK_APPLY_WAIT_S", 0.8),
+            setup_wait=_float(env, "NTT_SETUP_WAIT_S", 2.0),
+            predict_wait=_float(env, "NTT_PREDICT_WAIT_S", 20.0),
+            refresh_tasks=_int(env, "NTT_REFRESH_TASKS", 20),
         )
         values.update(overrides)
         settings = cls(**values)
@@ -152,6 +161,10 @@ class Settings:
             raise SettingsError("NTT_DOWNLOAD_MAX_BYTES and NTT_DOWNLOAD_TIMEOUT must be positive")
         if self.max_pending_predicts is not None and self.max_pending_predicts < 1:
             raise SettingsError("NTT_MAX_PENDING_PREDICTS must be >= 1")
+        if min(self.webhook_wait, self.setup_wait, self.predict_wait) < 0:
+            raise SettingsError("NTT_WEBHOOK_APPLY_WAIT_S, NTT_SETUP_WAIT_S and NTT_PREDICT_WAIT_S must be >= 0")
+        if self.refresh_tasks < 0:
+            raise SettingsError("NTT_REFRESH_TASKS must be >= 0 (0 turns the refresh off)")
         if self.test_write_pause < 0:
             raise SettingsError("NTT_TEST_WRITE_PAUSE_S must be >= 0")
 
