@@ -7,7 +7,7 @@ already-predicted task shows its old prediction there until someone runs "Retrie
 What (API mode only, one background thread per process, bounded):
 - the first NTT_REFRESH_TASKS tasks nobody has annotated or skipped, by id (the order of Label Studio's sequential
   label stream; with uncertainty or random sampling the stream picks among the same tasks);
-- a task that already has a prediction of the current version is left alone;
+- a task that already has a prediction of the current version keeps it (older own versions are deleted);
 - else the newest of *this backend's own* predictions on it (model_version = this engine's id + ".r<revision>") is
   replaced in place (PATCH: its id stays, so an annotator who has the task open can still submit, since the
   submit names that id as parent_prediction), older own ones are deleted, and a task without one gets a new one;
@@ -163,8 +163,10 @@ class Refresher:
             mine = sorted((p for p in task.get("predictions") or [] if isinstance(p, dict)
                            and isinstance(p.get("id"), int) and own.match(str(p.get("model_version", "")))),
                           key=lambda p: p["id"])
-            if any(p["model_version"] == version for p in mine):
+            current = [p for p in mine if p["model_version"] == version]
+            if current:  # e.g. Label Studio's own /predict made it: only older own versions go
                 stats.current += 1
+                self._delete(task["id"], [p for p in mine if p["model_version"] != version], stats)
                 continue
             try:
                 config = self.rt.label_config(snap.state)
@@ -199,10 +201,15 @@ class Refresher:
         else:
             api.create_prediction(task_id, *args)
             stats.created += 1
-        for older in mine:
-            if older["id"] != kept:
-                api.delete_prediction(older["id"])
+        self._delete(task_id, [p for p in mine if p["id"] != kept], stats)
+
+    def _delete(self, task_id: int, predictions: list[dict], stats: RefreshStats) -> None:
+        for older in predictions:
+            try:
+                self.rt.api.delete_prediction(older["id"])
                 stats.deleted += 1
+            except LabelStudioAPIError as exc:
+                log.warning("task %s: cannot delete its stale prediction %s: %s", task_id, older["id"], exc)
 
     def _yield_to_predict(self) -> None:
         """Label Studio's own /predict (an annotator waiting for the next task) goes before the refresh."""

@@ -191,6 +191,16 @@ class LabelStudioAPI:
         return self.post("/api/dm/actions", {"selectedItems": selected},
                          params={"id": "retrieve_tasks_predictions", "project": project})
 
+    def next_task(self, project: int) -> dict | None:
+        """The label stream's next task for this user, as the editor asks for it (Label Studio calls /setup, and
+        /predict when the task has no prediction of the current model_version); None when none is left."""
+        task = self.get(f"/api/projects/{project}/next", expect=(200, 404))
+        return task if isinstance(task, dict) and task.get("id") else None
+
+    def create_prediction(self, task: int, result: list[dict], model_version: str, score: float = 0.5) -> dict:
+        return self.post("/api/predictions/", {"task": task, "result": result, "model_version": model_version,
+                                               "score": score})
+
     def list_predictions(self, project: int | None = None, task: int | None = None) -> list[dict]:
         params = {k: v for k, v in (("project", project), ("task", task)) if v is not None}
         return self.get("/api/predictions/", params=params)
