@@ -45,6 +45,10 @@ class EngineConfig:
     max_instances: int = 100
     use_negatives: bool = False  # §9.5: negative prototypes mined from negative images
     negative_temperature: float = 0.8
+    # corrections (issue 10): predictions an annotator deleted/relabelled, stored as negative examples of their
+    # class, fade look-alikes in matching. On in every preset: negatives only exist once someone corrected something.
+    learn_from_corrections: bool = True
+    correction_temperature: float = 0.05
     # --- input limits ---
     max_image_pixels: int = 40_000_000  # refuse larger images (decompression bombs; full-res output masks)
     max_image_side: int = 4096  # larger images are downscaled (bounded memory), results mapped back

@@ -6,12 +6,13 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from PIL import Image
 from .backbones import build_encoder, build_proposer, pick_device
 from .cache import ByteLRU
 from .config import EngineConfig
+from .corrections import LabelledMask
 from .export import mask_to_bbox
 from .image_io import ImageSource, bounded, load_image
 from .matching import MatchSettings, class_aware_nms, classify, nms_cap, select_detections, upsample_logits
@@ -88,7 +90,7 @@ class Engine:
         self.settings = MatchSettings(self.config.nms_threshold,
                                       nms_cap(self.config.max_instances, self.config.nms_cap_factor),
                                       self.config.merge_exponent, self.config.max_instances,
-                                      self.config.negative_temperature)
+                                      self.config.negative_temperature, self.config.correction_temperature)
 
     # ----- identity -----
     @property
@@ -163,6 +165,31 @@ class Engine:
                                      self.config.reference_mask_sampling, lambda: self._whole_features(prepared))
             return [MemoryEntry(p.label, p.vector, level=p.level) for p in pooled]
 
+    def pool_annotation(self, image: ImageSource, references: Sequence[LabelledMask],
+                        negatives: Sequence[LabelledMask] = (), image_key: str | None = None) -> list[MemoryEntry]:
+        """Entries of one corrected annotation: its objects (references) and the predictions the annotator
+        rejected (negative examples of their predicted class, `negative=True`), pooled in one pass. Store them with
+        `memory.set_reference(ref_id, entries)`: removing the annotation then removes its negatives too. Empty
+        when both are empty (for an image without objects use add_negative)."""
+        regions = [*references, *negatives]
+        if not regions:
+            return []
+        entries = self.pool_reference(image, [r.label for r in regions], [r.mask for r in regions],
+                                      image_key=image_key)
+        return entries[:len(references)] + [dataclasses.replace(e, negative=True) for e in entries[len(references):]]
+
+    def add_annotation(self, ref_id: str, image: ImageSource, references: Sequence[LabelledMask],
+                       negatives: Sequence[LabelledMask] = (), image_key: str | None = None,
+                       memory: MemoryBank | None = None) -> int:
+        """`pool_annotation` stored under `ref_id` (replacing it); atomic. Returns the number of entries."""
+        with self._lock:
+            entries = self.pool_annotation(image, references, negatives, image_key)
+            memory = memory if memory is not None else self.memory
+            memory.set_reference(ref_id, entries)
+            log.info("annotation %s: %d reference(s), %d negative example(s) -> memory revision %d", ref_id,
+                     len(references), len(negatives), memory.revision)
+            return len(entries)
+
     def add_negative(self, ref_id: str, image: ImageSource, image_key: str | None = None,
                      memory: MemoryBank | None = None) -> int:
         """Record an image that contains none of the classes. With `use_negatives`, its current false positives
@@ -186,21 +213,27 @@ class Engine:
 
     # ----- inference -----
     def predict(self, image: ImageSource, image_key: str | None = None,
-                score_threshold: float = 0.0, memory: MemoryBank | None = None) -> list[Instance]:
-        """Instances in the original image's pixels, best score first. Empty when the memory has no classes."""
+                score_threshold: float = 0.0, memory: MemoryBank | None = None,
+                thresholds: Mapping[str, float] | None = None) -> list[Instance]:
+        """Instances in the original image's pixels, best score first. Empty when the memory has no classes.
+        Kept: score > `score_threshold`, and score ≥ `thresholds[label]` for classes listed there (calibration)."""
         with self._lock:
             memory = memory if memory is not None else self.memory
             prepared = self._prepare(image, image_key)
             analysis = self._analyse(prepared, memory)
             prototypes = memory.prototypes()
             negatives = memory.prototypes(negative=True) if self.config.use_negatives else None
+            examples = memory.negative_examples() if self.config.learn_from_corrections else None
             merge_size = None if self.config.merge_at_proposal_resolution else prepared.work.shape[:2]
             detections = select_detections(analysis.proposals.logits, analysis.proposals.quality, analysis.vectors,
                                            analysis.valid, prototypes, self.settings, merge_size, negatives,
-                                           self.stage_times)
+                                           self.stage_times, examples)
             with self.stage_times.measure("output_masks"):
                 instances = []
                 keep = detections.score > score_threshold
+                if thresholds:
+                    floor = [thresholds.get(prototypes.labels[c], -1.0) for c in detections.label.tolist()]
+                    keep &= detections.score >= torch.tensor(floor)
                 index, label, score = detections.index[keep], detections.label[keep], detections.score[keep]
                 masks = upsample_logits(analysis.proposals.logits[index], prepared.original_size)
                 for mask, cls, value, proposal in zip(masks.numpy(), label.tolist(), score.tolist(), index.tolist()):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms, masks_to_boxes
 
-from .memory import Prototypes
+from .memory import NegativeExamples, Prototypes
 from .timing import NULL_TIMES, StageTimes
 
 
@@ -22,6 +22,7 @@ class MatchSettings:
     merge_exponent: float = 0.5
     max_instances: int = 100
     negative_temperature: float = 0.8
+    correction_temperature: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,21 @@ def penalise_negatives(score: torch.Tensor, label: torch.Tensor, vectors: torch.
         chosen = negatives.vectors[rows[has_negative]]
         s_neg[has_negative] = (vectors[has_negative] * chosen).sum(1).clamp(min=0)
     return score * torch.exp(-(s_neg - score).clamp(min=0) / temperature)
+
+
+def penalise_negative_examples(score: torch.Tensor, label: torch.Tensor, vectors: torch.Tensor,
+                               positives: Prototypes, examples: NegativeExamples, temperature: float) -> torch.Tensor:
+    """Corrections: s · exp(−max(0, s_ex − s) / T), s_ex the cosine to the *nearest* rejected example of the
+    proposal's class. A proposal closer to something an annotator deleted than to its class prototype fades; one
+    closer to the prototype is untouched."""
+    if len(examples) == 0 or score.numel() == 0:
+        return score
+    example_class = torch.tensor([positives.labels.index(name) if name in positives.labels else -1
+                                  for name in examples.labels], dtype=torch.long)
+    similarity = (vectors @ examples.vectors.T).clamp(min=0)  # [n, M]
+    same_class = label.unsqueeze(1) == example_class.unsqueeze(0)
+    nearest = torch.where(same_class, similarity, torch.zeros_like(similarity)).amax(dim=1)
+    return score * torch.exp(-(nearest - score).clamp(min=0) / temperature)
 
 
 def class_aware_nms(masks: torch.Tensor, quality: torch.Tensor, label: torch.Tensor, threshold: float,
@@ -106,8 +122,10 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, int], chunk: int = 32
 
 def select_detections(logits: torch.Tensor, quality: torch.Tensor, vectors: torch.Tensor, valid: torch.Tensor,
                       prototypes: Prototypes, settings: MatchSettings, merge_size: tuple[int, int] | None,
-                      negatives: Prototypes | None = None, times: StageTimes = NULL_TIMES) -> Detections:
-    """Classify, NMS, positivity filter, soft merge, top-k. `merge_size` None = merge at the logits' resolution."""
+                      negatives: Prototypes | None = None, times: StageTimes = NULL_TIMES,
+                      negative_examples: NegativeExamples | None = None) -> Detections:
+    """Classify, penalise negatives (mined prototypes §4.10, correction examples), NMS, positivity filter, soft
+    merge, top-k. `merge_size` None = merge at the logits' resolution."""
     empty = Detections(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0))
     if len(prototypes) == 0 or logits.shape[0] == 0:
         return empty
@@ -115,6 +133,9 @@ def select_detections(logits: torch.Tensor, quality: torch.Tensor, vectors: torc
         label, score = classify(vectors, valid, prototypes)
         if negatives is not None:
             score = penalise_negatives(score, label, vectors, prototypes, negatives, settings.negative_temperature)
+        if negative_examples is not None:
+            score = penalise_negative_examples(score, label, vectors, prototypes, negative_examples,
+                                               settings.correction_temperature)
     with times.measure("nms"):
         keep = class_aware_nms(logits > 0, quality, label, settings.nms_threshold, settings.nms_cap)
         keep = keep[score[keep] > 0]

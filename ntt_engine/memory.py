@@ -31,8 +31,21 @@ class MemoryFormatError(ValueError):
 class MemoryEntry:
     label: str
     vector: np.ndarray  # [C] float32, raw pooled features
-    negative: bool = False  # a mined false positive of `label` (§9.5), not an example of it
+    # not an example of `label`: under a negative image, a mined false positive (§9.5); under an annotation, a
+    # prediction the annotator deleted or relabelled (a correction, used example by example in matching)
+    negative: bool = False
     level: float = 0.0  # how similar the reference's own foreground patches are to it (similarity prompting)
+
+
+@dataclass(frozen=True)
+class NegativeExamples:
+    """Rejected predictions from corrections, one row per example (not averaged: each one marks a look-alike)."""
+
+    labels: tuple[str, ...]  # [M] the class each example was wrongly predicted as
+    vectors: torch.Tensor  # [M, C], L2-normalised
+
+    def __len__(self) -> int:
+        return len(self.labels)
 
 
 @dataclass(frozen=True)
@@ -118,18 +131,37 @@ class MemoryBank:
         for entries in self._entries.values():
             yield from entries
 
+    def without(self, ref_id: str) -> "MemoryBank":
+        """A copy without `ref_id` (entries shared, not copied), at the same revision: for leave-one-out."""
+        bank = MemoryBank(self.encoder_name, self.max_per_class)
+        bank._entries = {key: entries for key, entries in self._entries.items() if key != ref_id}
+        bank._negative_images = self._negative_images - {ref_id}
+        bank.revision = self.revision
+        return bank
+
+    def negative_examples(self) -> NegativeExamples:
+        """Negative entries stored under annotations (corrections), in insertion order."""
+        found = [(entry.label, entry.vector) for ref_id, entries in self._entries.items()
+                 if ref_id not in self._negative_images for entry in entries if entry.negative]
+        if not found:
+            return NegativeExamples((), torch.zeros((0, self.dim or 0)))
+        return NegativeExamples(tuple(label for label, _ in found),
+                                normalise(torch.from_numpy(np.stack([v for _, v in found])).float()))
+
     def prototypes(self, negative: bool = False) -> Prototypes:
-        """Per-class normalised mean of the (first `max_per_class`) vectors; classes without vectors are absent."""
+        """Per-class normalised mean of the (first `max_per_class`) vectors; classes without vectors are absent.
+        `negative=True`: the mined negatives of negative images (§9.5); corrections are `negative_examples()`."""
         cached = self._prototype_cache.get(negative)
         if cached and cached[0] == self.revision:
             return cached[1]
         grouped: dict[str, list[MemoryEntry]] = {}
-        for entry in self._all_entries():
-            if entry.negative != negative:
-                continue
-            members = grouped.setdefault(entry.label, [])
-            if self.max_per_class is None or len(members) < self.max_per_class:
-                members.append(entry)
+        for ref_id, entries in self._entries.items():
+            for entry in entries:
+                if entry.negative != negative or (negative and ref_id not in self._negative_images):
+                    continue
+                members = grouped.setdefault(entry.label, [])
+                if self.max_per_class is None or len(members) < self.max_per_class:
+                    members.append(entry)
         labels = tuple(sorted(grouped))
         dim = self.dim or 0
         means = [np.mean(np.stack([e.vector for e in grouped[label]]), axis=0) for label in labels]
