@@ -31,6 +31,7 @@ from werkzeug.exceptions import HTTPException
 
 from .events import SYNC, EventError, SyncJob, parse_webhook
 from .freshness import wait_for_events
+from .metrics import threshold_gauges
 from .label_config import LabelConfigError
 from .pending import PendingMarkers
 from .predictions import Predictor
@@ -363,6 +364,7 @@ def _project_gauges(rt: Runtime) -> list[dict]:
     for project in rt.store.projects():
         snap = rt.store.snapshot(project)
         gauges.append({"project": project, "revision": snap.memory.revision, "references": snap.memory.counts(),
+                       **threshold_gauges(rt, snap),
                        "negative_images": len(snap.memory.negative_images),
                        "annotations": len(snap.state.annotations),
                        "model_version": rt.engine().version_of(snap.memory)})

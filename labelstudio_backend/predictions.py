@@ -18,6 +18,7 @@ from ntt_engine import Engine, PromptSet
 
 from .images import ImageFetchError
 from .label_config import LabelConfig
+from .learning import instance_prefix
 from .projects import ProjectSnapshot
 from .regions import RegionError, instance_regions, percent, rectangle_to_box
 from .runtime import Runtime
@@ -83,8 +84,10 @@ class Predictor:
             if not controls:
                 continue  # a label removed from the config since it was learnt
             scores.append(instance.score)
-            for control in controls:
-                result += instance_regions(control, instance.label, instance.mask, instance.bbox, instance.score)
+            regions = [r for control in controls
+                       for r in instance_regions(control, instance.label, instance.mask, instance.bbox, instance.score)]
+            prefix = instance_prefix()  # one object: Label Studio keeps these ids when the annotator accepts it
+            result += [{**region, "id": f"{prefix}-{k}"} for k, region in enumerate(regions)]
         self.rt.metrics.add("predictions")
         self.rt.metrics.add("predicted_instances", len(scores))
         log.debug("task %s: %d instance(s) in %.2f s", task_id, len(scores), time.perf_counter() - started)

@@ -66,7 +66,10 @@ class Settings:
     preset: str = "fast"
     config_file: Path | None = None  # NTT_CONFIG: JSON {"preset": ..., overrides}; wins over NTT_PRESET
     device: str | None = None  # NTT_DEVICE overrides the config's device ("cpu", "cuda", "auto")
-    score_threshold: float = 0.5  # default per project; /setup extra_params {"score_threshold": x} overrides
+    # NTT_SCORE_THRESHOLD: one threshold for every class of every project; unset (None): per-class thresholds
+    # calibrated from corrections (calibration_state.py, 0.5 until a class has observations). /setup
+    # extra_params {"score_threshold": x} sets one for a project and wins over both
+    score_threshold: float | None = None
     max_references_per_class: int | None = None
     local_files_root: Path | None = None  # LOCAL_FILES_DOCUMENT_ROOT: read /data/local-files/ from disk
     allowed_hosts: tuple[str, ...] = ()  # extra hosts images may be fetched from; "*.example.com" and "*" work
@@ -87,6 +90,8 @@ class Settings:
     setup_wait: float = 2.0  # NTT_SETUP_WAIT_S: /setup waits for the project's pending events (LS waits 3 s)
     predict_wait: float = 20.0  # NTT_PREDICT_WAIT_S: /predict likewise (LS waits 100 s)
     refresh_tasks: int = 20  # NTT_REFRESH_TASKS: tasks re-predicted after each memory change (0: off)
+    learn_from_corrections: bool | None = None  # NTT_LEARN_FROM_CORRECTIONS; None: the engine config's (on)
+    calibrate_leave_one_out: bool = True  # NTT_CALIBRATE_LEAVE_ONE_OUT: observations from hand-drawn references
 
     @property
     def auth_enabled(self) -> bool:
@@ -121,7 +126,7 @@ class Settings:
             preset=_first(env, "NTT_PRESET", default="fast"),
             config_file=Path(config) if config else None,
             device=_first(env, "NTT_DEVICE") or None,
-            score_threshold=_float(env, "NTT_SCORE_THRESHOLD", 0.5),
+            score_threshold=_float(env, "NTT_SCORE_THRESHOLD", None),
             max_references_per_class=_int(env, "NTT_MAX_REFERENCES_PER_CLASS", None),
             local_files_root=Path(root) if root else None,
             allowed_hosts=hosts,
@@ -139,6 +144,8 @@ class Settings:
             setup_wait=_float(env, "NTT_SETUP_WAIT_S", 2.0),
             predict_wait=_float(env, "NTT_PREDICT_WAIT_S", 20.0),
             refresh_tasks=_int(env, "NTT_REFRESH_TASKS", 20),
+            learn_from_corrections=_bool(env, "NTT_LEARN_FROM_CORRECTIONS", None),
+            calibrate_leave_one_out=_bool(env, "NTT_CALIBRATE_LEAVE_ONE_OUT", True),
         )
         values.update(overrides)
         settings = cls(**values)
@@ -153,7 +160,7 @@ class Settings:
             raise SettingsError(f"LABEL_STUDIO_URL must start with http:// or https://, got {self.label_studio_url!r}")
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise SettingsError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
-        if not 0.0 <= self.score_threshold <= 1.0:
+        if self.score_threshold is not None and not 0.0 <= self.score_threshold <= 1.0:
             raise SettingsError(f"NTT_SCORE_THRESHOLD must be in [0, 1], got {self.score_threshold}")
         if self.max_references_per_class is not None and self.max_references_per_class < 1:
             raise SettingsError("NTT_MAX_REFERENCES_PER_CLASS must be >= 1")
@@ -176,4 +183,6 @@ class Settings:
             changes["device"] = self.device
         if self.max_references_per_class is not None:
             changes["max_references_per_class"] = self.max_references_per_class
+        if self.learn_from_corrections is not None:
+            changes["learn_from_corrections"] = self.learn_from_corrections
         return dataclasses.replace(config, **changes) if changes else config
