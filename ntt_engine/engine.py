@@ -224,10 +224,11 @@ class Engine:
             prototypes = memory.prototypes()
             negatives = memory.prototypes(negative=True) if self.config.use_negatives else None
             examples = memory.negative_examples() if self.config.learn_from_corrections else None
+            references = memory.positive_examples() if examples is not None and len(examples) else None
             merge_size = None if self.config.merge_at_proposal_resolution else prepared.work.shape[:2]
             detections = select_detections(analysis.proposals.logits, analysis.proposals.quality, analysis.vectors,
                                            analysis.valid, prototypes, self.settings, merge_size, negatives,
-                                           self.stage_times, examples)
+                                           self.stage_times, examples, references)
             with self.stage_times.measure("output_masks"):
                 instances = []
                 keep = detections.score > score_threshold

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms, masks_to_boxes
 
-from .memory import NegativeExamples, Prototypes
+from .memory import Examples, Prototypes
 from .timing import NULL_TIMES, StageTimes
 
 
@@ -59,18 +59,28 @@ def penalise_negatives(score: torch.Tensor, label: torch.Tensor, vectors: torch.
 
 
 def penalise_negative_examples(score: torch.Tensor, label: torch.Tensor, vectors: torch.Tensor,
-                               positives: Prototypes, examples: NegativeExamples, temperature: float) -> torch.Tensor:
-    """Corrections: s · exp(−max(0, s_ex − s) / T), s_ex the cosine to the *nearest* rejected example of the
-    proposal's class. A proposal closer to something an annotator deleted than to its class prototype fades; one
-    closer to the prototype is untouched."""
-    if len(examples) == 0 or score.numel() == 0:
+                               positives: Prototypes, negatives: Examples, temperature: float,
+                               references: Examples | None = None) -> torch.Tensor:
+    """Corrections: s · exp(−max(0, s_neg − s_pos) / T). s_neg: cosine to the *nearest* rejected example of the
+    proposal's class; s_pos: the larger of its score s (prototype cosine) and its cosine to the nearest reference of
+    that class. A proposal closer to something an annotator deleted than to anything they kept fades; others are
+    untouched."""
+    if len(negatives) == 0 or score.numel() == 0:
         return score
+    s_neg = _nearest(vectors, label, positives, negatives)
+    s_pos = score if references is None else torch.maximum(score, _nearest(vectors, label, positives, references))
+    return score * torch.exp(-(s_neg - s_pos).clamp(min=0) / temperature)
+
+
+def _nearest(vectors: torch.Tensor, label: torch.Tensor, positives: Prototypes, examples: Examples) -> torch.Tensor:
+    """[n] clamped cosine of each vector to the nearest example of its label (0 when the label has none)."""
+    if len(examples) == 0:
+        return torch.zeros(vectors.shape[0])
     example_class = torch.tensor([positives.labels.index(name) if name in positives.labels else -1
                                   for name in examples.labels], dtype=torch.long)
     similarity = (vectors @ examples.vectors.T).clamp(min=0)  # [n, M]
     same_class = label.unsqueeze(1) == example_class.unsqueeze(0)
-    nearest = torch.where(same_class, similarity, torch.zeros_like(similarity)).amax(dim=1)
-    return score * torch.exp(-(nearest - score).clamp(min=0) / temperature)
+    return torch.where(same_class, similarity, torch.zeros_like(similarity)).amax(dim=1)
 
 
 def class_aware_nms(masks: torch.Tensor, quality: torch.Tensor, label: torch.Tensor, threshold: float,
@@ -123,7 +133,8 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, int], chunk: int = 32
 def select_detections(logits: torch.Tensor, quality: torch.Tensor, vectors: torch.Tensor, valid: torch.Tensor,
                       prototypes: Prototypes, settings: MatchSettings, merge_size: tuple[int, int] | None,
                       negatives: Prototypes | None = None, times: StageTimes = NULL_TIMES,
-                      negative_examples: NegativeExamples | None = None) -> Detections:
+                      negative_examples: Examples | None = None,
+                      reference_examples: Examples | None = None) -> Detections:
     """Classify, penalise negatives (mined prototypes §4.10, correction examples), NMS, positivity filter, soft
     merge, top-k. `merge_size` None = merge at the logits' resolution."""
     empty = Detections(torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0))
@@ -135,7 +146,7 @@ def select_detections(logits: torch.Tensor, quality: torch.Tensor, vectors: torc
             score = penalise_negatives(score, label, vectors, prototypes, negatives, settings.negative_temperature)
         if negative_examples is not None:
             score = penalise_negative_examples(score, label, vectors, prototypes, negative_examples,
-                                               settings.correction_temperature)
+                                               settings.correction_temperature, reference_examples)
     with times.measure("nms"):
         keep = class_aware_nms(logits > 0, quality, label, settings.nms_threshold, settings.nms_cap)
         keep = keep[score[keep] > 0]

@@ -38,10 +38,10 @@ class MemoryEntry:
 
 
 @dataclass(frozen=True)
-class NegativeExamples:
-    """Rejected predictions from corrections, one row per example (not averaged: each one marks a look-alike)."""
+class Examples:
+    """Memory vectors one row per example (not averaged): corrections compare a proposal with its nearest ones."""
 
-    labels: tuple[str, ...]  # [M] the class each example was wrongly predicted as
+    labels: tuple[str, ...]  # [M] the class of each example (for a negative: the class it was wrongly predicted as)
     vectors: torch.Tensor  # [M, C], L2-normalised
 
     def __len__(self) -> int:
@@ -139,14 +139,28 @@ class MemoryBank:
         bank.revision = self.revision
         return bank
 
-    def negative_examples(self) -> NegativeExamples:
-        """Negative entries stored under annotations (corrections), in insertion order."""
-        found = [(entry.label, entry.vector) for ref_id, entries in self._entries.items()
-                 if ref_id not in self._negative_images for entry in entries if entry.negative]
-        if not found:
-            return NegativeExamples((), torch.zeros((0, self.dim or 0)))
-        return NegativeExamples(tuple(label for label, _ in found),
-                                normalise(torch.from_numpy(np.stack([v for _, v in found])).float()))
+    def negative_examples(self) -> Examples:
+        """Negative entries stored under annotations (corrections: rejected predictions), in insertion order."""
+        return self._examples([(ref_id, e) for ref_id, entries in self._entries.items()
+                               if ref_id not in self._negative_images for e in entries if e.negative])
+
+    def positive_examples(self) -> Examples:
+        """The references one by one (the first `max_per_class` of each class, as the prototypes use)."""
+        taken: dict[str, int] = {}
+        chosen = []
+        for ref_id, entries in self._entries.items():
+            for entry in entries:
+                count = taken.get(entry.label, 0)
+                if not entry.negative and (self.max_per_class is None or count < self.max_per_class):
+                    taken[entry.label] = count + 1
+                    chosen.append((ref_id, entry))
+        return self._examples(chosen)
+
+    def _examples(self, chosen: list[tuple[str, MemoryEntry]]) -> Examples:
+        if not chosen:
+            return Examples((), torch.zeros((0, self.dim or 0)))
+        return Examples(tuple(e.label for _, e in chosen),
+                        normalise(torch.from_numpy(np.stack([e.vector for _, e in chosen])).float()))
 
     def prototypes(self, negative: bool = False) -> Prototypes:
         """Per-class normalised mean of the (first `max_per_class`) vectors; classes without vectors are absent.

@@ -17,7 +17,7 @@ every class object visible in an image has an annotation.
 writes `OUT/images/000001.png …` and `OUT/instances.json` (COCO; `file_name` is relative to `OUT/images`, which is
 also recorded as `info.image_root`). Each annotation also carries `drawn_area`, the pixel count of the whole shape
 inside the image before occlusion (`area` < `drawn_area` means occluded). Deterministic for a given seed and
-arguments.
+arguments. `--difficulty hard` adds look-alikes, small objects and clutter (`ntt_engine.synthetic_hard`).
 """
 from __future__ import annotations
 
@@ -28,12 +28,13 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 MAX_CLASSES = 8
+DIFFICULTIES = ("easy", "hard")
 MIN_VISIBLE_PIXELS = 64
 MIN_VISIBLE_FRACTION = 0.3
 _MIN_DRAWN_PIXELS = 150
@@ -205,8 +206,8 @@ class _Object:
 
 
 def _make_object(rng: np.random.Generator, look: Appearance, category_id: int | None,
-                 height: int, width: int) -> _Object | None:
-    radius = min(height, width) * rng.uniform(0.07, 0.2)
+                 height: int, width: int, radius_range: tuple[float, float] = (0.07, 0.2)) -> _Object | None:
+    radius = min(height, width) * rng.uniform(*radius_range)
     margin = 0.3 * radius
     cx = rng.uniform(margin, width - margin)
     cy = rng.uniform(margin, height - margin)
@@ -218,17 +219,20 @@ def _make_object(rng: np.random.Generator, look: Appearance, category_id: int | 
 
 
 def _compose(rng: np.random.Generator, kinds: list[tuple[Appearance, int | None]], height: int,
-             width: int) -> list[_Object]:
-    """Place objects one by one (later ones on top), rejecting placements that break the visibility rules."""
+             width: int, radius_ranges: Sequence[tuple[float, float]] | None = None,
+             apart: Callable[[_Object], object] = lambda obj: obj.category_id) -> list[_Object]:
+    """Place objects one by one (later ones on top), rejecting placements that break the visibility rules.
+    Two objects with the same non-None `apart` key never touch (default: instances of one class)."""
     placed: list[_Object] = []
     owner = np.full((height, width), -1, np.int32)
-    for look, category_id in kinds:
+    for k, (look, category_id) in enumerate(kinds):
         for _ in range(_PLACEMENT_ATTEMPTS):
-            obj = _make_object(rng, look, category_id, height, width)
+            obj = _make_object(rng, look, category_id, height, width,
+                               *([radius_ranges[k]] if radius_ranges is not None else []))
             if obj is None:
                 continue
-            if category_id is not None:
-                same = [i for i, p in enumerate(placed) if p.category_id == category_id]
+            if apart(obj) is not None:
+                same = [i for i, p in enumerate(placed) if apart(p) == apart(obj)]
                 if same and np.isin(owner[_dilate(obj.mask, _TOUCH_MARGIN)], same).any():
                     continue
             new_owner = np.where(obj.mask, len(placed), owner)
@@ -260,8 +264,13 @@ def _render_image(rng: np.random.Generator, positive: bool, looks: Sequence[Appe
     else:
         for _ in range(int(rng.integers(0, 4))):
             kinds.append((distractors[int(rng.integers(len(distractors)))], None))
+    return _draw(rng, kinds, height, width)
+
+
+def _draw(rng: np.random.Generator, kinds: list[tuple[Appearance, int | None]], height: int, width: int,
+          **compose_options) -> tuple[np.ndarray, list[tuple[int, np.ndarray, int]]]:
     image = _background(rng, height, width)
-    objects = _compose(rng, kinds, height, width)
+    objects = _compose(rng, kinds, height, width, **compose_options)
     owner = np.full((height, width), -1, np.int32)
     for i, obj in enumerate(objects):
         owner[obj.mask] = i
@@ -302,12 +311,16 @@ def mask_to_annotation(mask: np.ndarray) -> dict:
 
 def generate_dataset(out_dir: str | Path, images: int, classes: int, seed: int,
                      size: tuple[int, int] = (320, 240), negative_fraction: float = 0.15,
-                     progress: bool = False) -> Path:
+                     progress: bool = False, difficulty: str = "easy") -> Path:
     """Write `images` PNGs to `out_dir/images` and their COCO annotations to `out_dir/instances.json`.
 
     `size` is (width, height). Exactly round(images · negative_fraction) images are negatives (no class object).
-    Returns the path of instances.json.
+    `difficulty` "hard" adds look-alikes, small objects and clutter (`ntt_engine.synthetic_hard`); "easy" is the
+    original set, unchanged. Returns the path of instances.json.
     """
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {difficulty!r}")
+    from .synthetic_hard import render_hard_image
     looks = class_appearances(classes)
     distractors = tuple(a for a in CLASS_APPEARANCES if a not in looks) + DISTRACTOR_APPEARANCES
     width, height = int(size[0]), int(size[1])
@@ -330,7 +343,8 @@ def generate_dataset(out_dir: str | Path, images: int, classes: int, seed: int,
         indices = tqdm(indices, desc="synthetic images", unit="img")
     for index in indices:
         rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
-        rgb, instances = _render_image(rng, index not in negatives, looks, distractors, height, width)
+        render = render_hard_image if difficulty == "hard" else _render_image
+        rgb, instances = render(rng, index not in negatives, looks, distractors, height, width)
         image_id = index + 1
         file_name = f"{image_id:06d}.png"
         Image.fromarray(rgb).save(out / "images" / file_name, compress_level=1)
@@ -346,7 +360,8 @@ def generate_dataset(out_dir: str | Path, images: int, classes: int, seed: int,
             "image_root": "images",
             "generator": {"images": images, "classes": classes, "seed": seed, "size": [width, height],
                           "negative_fraction": negative_fraction,
-                          "negative_image_ids": sorted(i + 1 for i in negatives)},
+                          "negative_image_ids": sorted(i + 1 for i in negatives),
+                          **({"difficulty": difficulty} if difficulty != "easy" else {})},
         },
         "licenses": [],
         "images": coco_images,
@@ -376,10 +391,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=_parse_size, default=(320, 240), help="WIDTHxHEIGHT (default 320x240)")
     parser.add_argument("--negative-fraction", type=float, default=0.15)
+    parser.add_argument("--difficulty", choices=DIFFICULTIES, default="easy",
+                        help="hard: look-alike distractors, small objects, clutter (default easy)")
     args = parser.parse_args(argv)
     try:
         path = generate_dataset(args.out, args.images, args.classes, args.seed, args.size, args.negative_fraction,
-                                progress=True)
+                                progress=True, difficulty=args.difficulty)
     except ValueError as exc:
         parser.error(str(exc))
     print(path)

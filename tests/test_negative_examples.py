@@ -6,13 +6,13 @@ import torch
 from ntt_engine import Engine, EngineConfig
 from ntt_engine.corrections import LabelledMask
 from ntt_engine.matching import penalise_negative_examples
-from ntt_engine.memory import MemoryBank, MemoryEntry, NegativeExamples, Prototypes
+from ntt_engine.memory import MemoryBank, MemoryEntry, Examples, Prototypes
 
 
 def test_penalty_uses_the_nearest_example_of_the_proposals_class():
     positives = Prototypes(("a", "b"), torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
     # two negatives of "a": their mean would be far from both proposals; the nearest one is not
-    examples = NegativeExamples(("a", "a", "b"), torch.tensor([[0.6, 0.8, 0.0], [0.6, 0.0, 0.8], [0.0, 0.6, 0.8]]))
+    examples = Examples(("a", "a", "b"), torch.tensor([[0.6, 0.8, 0.0], [0.6, 0.0, 0.8], [0.0, 0.6, 0.8]]))
     vectors = torch.tensor([[0.6, 0.8, 0.0], [1.0, 0.0, 0.0], [0.0, 0.6, 0.8]])
     label = torch.tensor([0, 0, 0])
     score = torch.tensor([0.6, 1.0, 0.0])
@@ -20,7 +20,11 @@ def test_penalty_uses_the_nearest_example_of_the_proposals_class():
     assert out[0] == pytest.approx(0.6 * np.exp(-(1.0 - 0.6) / 0.1))  # identical to a deleted example
     assert out[1] == pytest.approx(1.0)  # closer to its prototype than to any negative: untouched
     assert out[2] == 0.0  # the "b" example does not count for a proposal labelled "a"
-    empty = NegativeExamples((), torch.zeros((0, 3)))
+    # a proposal that is a near copy of a kept reference stays, even if a negative is closer than the prototype
+    references = Examples(("a",), torch.tensor([[0.6, 0.8, 0.0]]))
+    kept = penalise_negative_examples(score, label, vectors, positives, examples, 0.1, references)
+    assert kept[0] == pytest.approx(0.6) and kept[1] == pytest.approx(1.0)
+    empty = Examples((), torch.zeros((0, 3)))
     assert torch.equal(penalise_negative_examples(score, label, vectors, positives, empty, 0.1), score)
 
 

@@ -1,0 +1,228 @@
+"""Labelling effort: how many edits a simulated annotator makes per image, with and without the feedback loop.
+
+    python benchmarks/bench_annotation_effort.py                   # shipped test backbones, hard synthetic set
+    python benchmarks/bench_annotation_effort.py --preset fast     # real DINOv2 + SAM2 (cached checkpoints)
+
+The annotator labels a generated `--difficulty hard` set image by image in a fixed order. For each image the
+engine predicts with the current memory; the annotator keeps predictions that match ground truth (same class, mask
+IoU ≥ 0.5), relabels a prediction that matches an object of another class, deletes the other predictions and draws
+the objects nothing found. Edits = deletions + additions + relabels (`CorrectionDiff.edits`). The finished
+annotation (the ground truth) is what Label Studio would send back. Configurations, all measured in one run:
+
+- frozen: only the first `--first-k` annotated images are references (the first human-labelled tasks);
+- online: every finished annotation becomes a reference;
+- online + corrections: and the predictions the annotator deleted or relabelled become negative examples;
+- online + corrections + calibrated: and per-class thresholds are re-calibrated after each image by leave-one-out
+  on the last `--calibration-window` labelled images (instead of one global `--threshold`).
+
+Prints total edits, edits per image over the last half and the ratios to `frozen`; writes a PNG of cumulative
+edits against images labelled and a JSON with every per-image count (default: benchmarks/results/).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CONFIGS = ("frozen", "online", "online+corrections", "online+corrections+calibrated")
+
+
+@dataclass
+class Sample:
+    key: str
+    image: object  # RGB uint8 array
+    truths: list  # list[LabelledMask], the finished annotation
+
+
+@dataclass
+class Run:
+    name: str
+    engine: object
+    memory: object
+    thresholds: dict[str, float] = field(default_factory=dict)
+    edits: list[int] = field(default_factory=list)
+    kinds: dict[str, int] = field(default_factory=lambda: {"deleted": 0, "added": 0, "relabelled": 0, "kept": 0})
+    seconds: float = 0.0
+
+
+def load_samples(data: Path) -> tuple[list[Sample], list[str]]:
+    from pycocotools.coco import COCO
+
+    from ntt_engine.corrections import LabelledMask
+    from ntt_engine.image_io import load_image
+
+    coco = COCO(str(data / "instances.json"))
+    names = {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())}
+    samples = []
+    for image_id in sorted(coco.getImgIds()):
+        info = coco.loadImgs(image_id)[0]
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
+        truths = [LabelledMask(names[a["category_id"]], coco.annToMask(a).astype(bool)) for a in anns]
+        samples.append(Sample(f"img-{image_id}", load_image(data / "images" / info["file_name"]), truths))
+    return samples, sorted(names.values())
+
+
+def label_one(run: Run, index: int, sample: Sample, args: argparse.Namespace, history: list[Sample]) -> None:
+    """Predict, let the annotator correct, count the edits, feed the annotation back as this configuration does."""
+    from ntt_engine.corrections import LabelledMask, diff_correction
+
+    started = time.perf_counter()
+    calibrated = run.name.endswith("calibrated")
+    instances = run.engine.predict(sample.image, image_key=sample.key, memory=run.memory,
+                                   score_threshold=0.0 if calibrated else args.threshold,
+                                   thresholds=run.thresholds if calibrated else None)
+    if calibrated:  # classes not calibrated yet use the global threshold
+        instances = [i for i in instances if i.label in run.thresholds or i.score > args.threshold]
+    predicted = [LabelledMask(i.label, i.mask, i.score) for i in instances]
+    diff = diff_correction(predicted, sample.truths, match_iou=args.match_iou)
+    run.edits.append(diff.edits)
+    for kind in ("deleted", "added", "relabelled", "kept"):
+        run.kinds[kind] += len(getattr(diff, kind))
+    if run.name != "frozen" or index < args.first_k:
+        negatives = diff.negatives() if "corrections" in run.name else []
+        ref = f"ann-{sample.key}"
+        if sample.truths or negatives:
+            run.engine.add_annotation(ref, sample.image, sample.truths, negatives, sample.key, run.memory)
+        else:
+            run.engine.add_negative(ref, sample.image, sample.key, run.memory)
+    if calibrated:
+        run.thresholds = calibrate(run, history[-args.calibration_window:], args)
+    run.seconds += time.perf_counter() - started
+
+
+def calibrate(run: Run, recent: list[Sample], args: argparse.Namespace) -> dict[str, float]:
+    from ntt_engine.calibration import calibrate_thresholds, leave_one_out, merge_counts
+
+    observations, missed = [], {}
+    for sample in recent:
+        if not sample.truths:
+            continue
+        seen, lost = leave_one_out(run.engine, f"ann-{sample.key}", sample.image, sample.truths, sample.key,
+                                   run.memory, args.match_iou)
+        observations += seen
+        missed = merge_counts(missed, lost)
+    return calibrate_thresholds(observations, missed, default=args.threshold, labels=run.memory.counts())
+
+
+def build_runs(preset: str, threads: int) -> list[Run]:
+    """One engine per configuration (own caches: similarity prompting grows per memory), shared backbones."""
+    from ntt_engine import Engine, EngineConfig
+
+    config = EngineConfig.preset(preset, num_threads=threads)
+    first = Engine(config)
+    runs = [Run(CONFIGS[0], first, first.new_memory())]
+    for name in CONFIGS[1:]:
+        engine = Engine(config, encoder=first.encoder, proposer=first.proposer)
+        runs.append(Run(name, engine, engine.new_memory()))
+    return runs
+
+
+def summarise(runs: list[Run], samples: list[Sample]) -> dict:
+    half = len(samples) // 2
+    objects = [len(s.truths) for s in samples]
+    base = runs[0]
+    result = {"images": len(samples), "objects": sum(objects), "objects_per_image": objects, "configs": {}}
+    for run in runs:
+        total, late = sum(run.edits), sum(run.edits[half:]) / max(1, len(samples) - half)
+        result["configs"][run.name] = {
+            "total_edits": total, "edits_per_image_last_half": late, "per_image": run.edits, **run.kinds,
+            "ratio_total_to_frozen": total / max(1, sum(base.edits)),
+            "ratio_last_half_to_frozen": late / max(1e-9, sum(base.edits[half:]) / max(1, len(samples) - half)),
+            "seconds": round(run.seconds, 1),
+            "final_thresholds": {k: round(v, 3) for k, v in run.thresholds.items()},
+        }
+    return result
+
+
+def plot(result: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    x = np.arange(1, result["images"] + 1)
+    ax.plot(x, np.cumsum(result["objects_per_image"]), color="0.6", linestyle="--", label="no model (draw everything)")
+    for name, data in result["configs"].items():
+        ax.plot(x, np.cumsum(data["per_image"]), linewidth=2, label=f"{name} ({data['total_edits']})")
+    ax.set_xlabel("images labelled")
+    ax.set_ylabel("cumulative edits (delete + add + relabel)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="synthetic", choices=("synthetic", "fast", "paper"))
+    parser.add_argument("--images", type=int, default=60)
+    parser.add_argument("--classes", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", type=Path, help="an existing COCO folder (instances.json + images); default: "
+                                                  "generate the hard synthetic set in a temporary folder")
+    parser.add_argument("--first-k", type=int, default=3, help="references of the frozen configuration")
+    parser.add_argument("--threshold", type=float, default=0.5, help="global score threshold (uncalibrated)")
+    parser.add_argument("--match-iou", type=float, default=0.5)
+    parser.add_argument("--calibration-window", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--png", type=Path, help="chart path (default OUT/annotation_effort_PRESET.png)")
+    args = parser.parse_args(argv)
+
+    from tqdm import tqdm
+
+    from ntt_engine.checkpoints import CheckpointError
+    from ntt_engine.synthetic import generate_dataset
+
+    try:
+        runs = build_runs(args.preset, args.threads)
+    except CheckpointError as exc:
+        print(f"cannot build the {args.preset!r} engine: {exc}", file=sys.stderr)
+        return 2
+    data = args.data
+    if data is None:
+        data = Path(tempfile.mkdtemp(prefix="ntt-effort-"))
+        generate_dataset(data, args.images, args.classes, args.seed, difficulty="hard")
+    samples, labels = load_samples(data)
+    history: list[Sample] = []
+    for index, sample in enumerate(tqdm(samples, desc="annotating", unit="img")):
+        history.append(sample)
+        for run in runs:
+            label_one(run, index, sample, args, history)
+
+    result = summarise(runs, samples)
+    result["settings"] = {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                          "data": str(data), "classes_seen": labels, "model_id": runs[0].engine.model_id,
+                          "machine": platform.platform()}
+    print(f"\n{len(samples)} images, {result['objects']} objects, preset {args.preset}, first-k {args.first_k}")
+    print(f"{'configuration':32} {'edits':>6} {'last-half/img':>13} {'x frozen':>9} {'x frozen (last half)':>21}"
+          f" {'del':>5} {'add':>5} {'relab':>5}")
+    for name, c in result["configs"].items():
+        print(f"{name:32} {c['total_edits']:6d} {c['edits_per_image_last_half']:13.2f} "
+              f"{c['ratio_total_to_frozen']:9.2f} {c['ratio_last_half_to_frozen']:21.2f} "
+              f"{c['deleted']:5d} {c['added']:5d} {c['relabelled']:5d}")
+    print(f"drawing every object by hand: {result['objects']} edits")
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = f"annotation_effort_{args.preset}"
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    png = args.png or args.out / f"{stem}.png"
+    plot(result, png, f"Labelling effort, {len(samples)} hard synthetic images, preset {args.preset}")
+    print(f"wrote {args.out / f'{stem}.json'} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
