@@ -139,20 +139,28 @@ def own_prediction(task: dict | None, annotation: dict, own: re.Pattern, get_pre
 
 def _started(annotation: dict) -> datetime | None:
     """When the annotator opened the task: created_at minus the lead time (seconds in the editor)."""
+    created = _time(annotation.get("created_at"))
+    lead = annotation.get("lead_time")
+    if created is None or not isinstance(lead, (int, float)) or lead <= 0:
+        return created
+    return created - timedelta(seconds=float(lead))
+
+
+def _time(value: Any) -> datetime | None:
     try:
-        created = datetime.fromisoformat(str(annotation.get("created_at")).replace("Z", "+00:00"))
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         return None
-    lead = annotation.get("lead_time")
-    return created - timedelta(seconds=float(lead)) if isinstance(lead, (int, float)) and lead > 0 else created
 
 
 def _changed_after(prediction: dict, moment: datetime | None) -> bool:
+    """True when the prediction was replaced in place (refresher.py) after `moment`: updated later than created."""
+    created, updated = _time(prediction.get("created_at")), _time(prediction.get("updated_at"))
     try:
-        updated = datetime.fromisoformat(str(prediction.get("updated_at")).replace("Z", "+00:00"))
-    except ValueError:
+        return None not in (moment, created, updated) and updated > created + timedelta(seconds=1) and \
+            updated > moment + timedelta(seconds=1)
+    except TypeError:  # naive and aware times: cannot tell
         return False
-    return moment is not None and updated > moment + timedelta(seconds=1)
 
 
 def is_copy(annotation: dict, prediction: dict) -> bool:

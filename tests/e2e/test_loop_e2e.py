@@ -1,15 +1,18 @@
 """The human-in-the-loop loop against a real Label Studio 1.23.2 (issue 10): the next task of the label stream
 carries the new model_version right after a submit; the background refresh replaces this backend's stale
 predictions in place and leaves other models' alone; the Data Manager's prediction score is set; /train resyncs;
-/versions lists the current model_version.
+/versions lists the current model_version; brush + polygon + box of one object are one reference; deleting a
+predicted false positive makes it disappear on similar tasks (the `hard` synthetic set: look-alikes).
 
-The tests share one project and run in order (pytest tests/e2e/test_loop_e2e.py -x).
+The tests of one project run in order (pytest tests/e2e/test_loop_e2e.py -x).
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import requests
@@ -18,8 +21,8 @@ from pycocotools import mask as mask_utils
 from labelstudio_backend.label_config import recommended_label_config
 from labelstudio_backend.local_stack import BackendServer, LabelStudioAPI, wait_until
 
-from test_label_studio_e2e import (WAIT_S, backend_metrics, brush_result, gauge_of, ls_model_version,
-                                   wait_backend_idle)
+from test_label_studio_e2e import (WAIT_S, backend_metrics, brush_result, decode_brush, gauge_of, ls_model_version,
+                                   polygon_result, wait_backend_idle)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -170,3 +173,106 @@ def test_train_resyncs(loop: Loop):
                                                       "label_config": "<View/>", "params": {}}, timeout=10)
     assert r.status_code == 200 and r.json()["status"] == "resync queued", r.text
     wait_backend_idle(s.backend, lambda m: m["counters"].get("resyncs", 0) > middle, "the resync of POST /train")
+
+
+def rectangle_result(mask, label: str, index: int) -> dict:
+    ys, xs = mask.nonzero()
+    height, width = mask.shape
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    return {"id": f"gtr{index}", "from_name": "rect", "to_name": "image", "type": "rectanglelabels",
+            "original_width": int(width), "original_height": int(height), "image_rotation": 0,
+            "value": {"x": 100 * x0 / width, "y": 100 * y0 / height, "width": 100 * (x1 - x0) / width,
+                      "height": 100 * (y1 - y0) / height, "rotation": 0, "rectanglelabels": [label]}}
+
+
+def test_brush_polygon_and_box_of_one_object_give_one_reference(loop: Loop):
+    s = loop
+    task = next(t for t in s.api.list_tasks(s.project) if not t["total_annotations"] and not t["cancelled_annotations"]
+                and len(s.synthetic.annotations_of(s.synthetic.image_for_task(t)["id"])) >= 2)
+    objects = s.synthetic.annotations_of(s.synthetic.image_for_task(task)["id"])
+    result = []
+    for i, a in enumerate(objects):
+        mask, label = mask_utils.decode(a["segmentation"]).astype(bool), s.names[a["category_id"]]
+        result += [brush_result(mask, label, i), polygon_result(mask, label, i), rectangle_result(mask, label, i)]
+    before = gauge_of(wait_backend_idle(s.backend, lambda m: True, "an idle worker"), s.project)
+    s.api.create_annotation(task["id"], result)
+    m = wait_backend_idle(s.backend, lambda m: gauge_of(m, s.project)["annotations"] == before["annotations"] + 1,
+                          "the three-control annotation in the memory")
+    after = gauge_of(m, s.project)
+    assert sum(after["references"].values()) - sum(before["references"].values()) == len(objects)
+    assert m["counters"].get("regions_merged", 0) >= 2 * len(objects)
+
+
+# ---------------------------------------------------------------------------------------------------- corrections
+
+
+def _iou(a, b) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 0.0
+
+
+def _false_positives(prediction: dict, truths: list[tuple[str, object]]) -> list[list[dict]]:
+    """The predicted instances (all regions sharing an id prefix) whose brush matches no object of its class."""
+    groups: dict[str, list[dict]] = {}
+    for region in prediction["result"]:
+        groups.setdefault(region["id"].split("-")[0], []).append(region)
+    wrong = []
+    for regions in groups.values():
+        brush = next(r for r in regions if r["type"] == "brushlabels")
+        label, mask = brush["value"]["brushlabels"][0], decode_brush(brush)
+        if max([_iou(mask, t) for name, t in truths if name == label], default=0.0) < 0.5:
+            wrong.append(regions)
+    return wrong
+
+
+def test_deleting_a_predicted_false_positive_removes_it_on_similar_tasks(ls_api: LabelStudioAPI, ls_files_root,
+                                                                        start_backend):
+    from ntt_engine.synthetic import generate_dataset
+
+    root = ls_files_root / "synthetic-hard"
+    coco = json.loads(Path(generate_dataset(root, images=24, classes=3, seed=11, size=(256, 192),
+                                            difficulty="hard")).read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    project = ls_api.create_project("ntt e2e corrections", recommended_label_config(list(names.values())))["id"]
+    tasks = ls_api.import_local_files(project, root / "images", expected=len(coco["images"]))
+    image_of = {t["id"]: next(im for im in coco["images"] if im["file_name"] == t["data"]["image"].rsplit("/", 1)[-1])
+                for t in tasks}
+    truths = {t: [(names[a["category_id"]], mask_utils.decode(a["segmentation"]).astype(bool))
+                  for a in coco["annotations"] if a["image_id"] == image_of[t]["id"]] for t in image_of}
+    backend = start_backend("corrections", NTT_REFRESH_TASKS="0")
+    ml = ls_api.connect_ml_backend(project, backend.url, title="ntt-label corrections")
+    wait_backend_idle(backend, lambda m: m["counters"].get("resyncs", 0) >= 1, "the first sync")
+    ordered = sorted(image_of, key=lambda t: image_of[t]["id"])
+    references = [t for t in ordered if truths[t]][:6]
+    for t in references:
+        ls_api.create_annotation(t, [brush_result(m, n, i) for i, (n, m) in enumerate(truths[t])])
+    wait_backend_idle(backend, lambda m: gauge_of(m, project).get("annotations") == len(references), "the references")
+    rest = [t for t in ordered if t not in references]
+    ls_api.retrieve_predictions(project, rest)
+    version = ls_model_version(ls_api, project, ml["id"])
+    first = {p["task"]: p for p in ls_api.list_predictions(project=project) if p["model_version"] == version}
+    # the task to correct: the first with a false positive; the similar tasks: the others with one of that class
+    corrected = next(t for t in rest if _false_positives(first[t], truths[t]))
+    wrong = _false_positives(first[corrected], truths[corrected])
+    label = wrong[0][0]["value"][wrong[0][0]["type"]][0]
+    similar = [t for t in rest if t != corrected and any(g[0]["value"][g[0]["type"]][0] == label
+                                                         for g in _false_positives(first[t], truths[t]))]
+    assert similar, f"no other task has a {label} false positive"
+    wrong_ids = {r["id"] for group in wrong for r in group}
+    kept = [r for r in first[corrected]["result"] if r["id"] not in wrong_ids]
+    ls_api.create_annotation(corrected, kept, parent_prediction=first[corrected]["id"], lead_time=4.0)
+    m = wait_backend_idle(backend, lambda m: gauge_of(m, project).get("correction_negatives", 0) >= len(wrong),
+                          "the deleted predictions as negative examples")
+    new_version = gauge_of(m, project)["model_version"]
+    assert new_version != version
+    ls_api.retrieve_predictions(project, similar)
+    after = {p["task"]: p for p in ls_api.list_predictions(project=project) if p["model_version"] == new_version}
+    def count(predictions: dict, among: list[int]) -> int:
+        return sum(1 for t in among for g in _false_positives(predictions[t], truths[t])
+                   if g[0]["value"][g[0]["type"]][0] == label)
+
+    assert set(similar) <= set(after)
+    before_n, after_n = count(first, similar), count(after, similar)
+    print(f"[e2e] {label} false positives on {len(similar)} similar task(s): {before_n} -> {after_n}", file=sys.stderr)
+    assert after_n < before_n
+    assert any(count(after, [t]) == 0 for t in similar)  # gone from at least one similar task
