@@ -1,6 +1,11 @@
 """Bulk pre-labelling of a whole project through the Label Studio API, for projects too big for "Retrieve
 predictions" (which Label Studio runs synchronously with a 100 s timeout).
 
+Order (`order`): "id" (Label Studio's sequential order), or "useful": the tasks that are most useful to label
+first: unlabelled before labelled; among them those never predicted by this engine (unknown to the memory), then by
+the score of this engine's latest prediction on them, lowest first (the memory's certainty about the image, task_score.py): with a `limit`, the most
+useful tasks get their predictions first.
+
 Resumable: only tasks without a prediction of the current model_version are predicted, and each prediction is
 uploaded (POST /api/predictions/) as soon as it is made, so an interrupted run continues where it stopped. Tasks
 whose image cannot be read are reported and left for the next run. With `use_ray`, Ray actors (one engine each)
@@ -21,11 +26,14 @@ from .images import ImageFetchError
 from .label_config import LabelConfig, parse_label_config
 from .predictions import Predictor
 from .projects import ProjectSnapshot, ProjectState
+from .refresher import own_version_pattern
 from .runtime import Runtime
 from .settings import Settings
 from .sync import Synchronizer
 
 log = logging.getLogger(__name__)
+
+ORDERS = ("id", "useful")
 
 
 @dataclass
@@ -42,6 +50,12 @@ class PrelabelStats:
 def _lean(task: dict) -> dict:
     """Only what prediction needs: keeps a big project's task list small."""
     return {"id": task.get("id"), "data": task.get("data"), "project": task.get("project")}
+
+
+def _last_own_score(predictions: list[dict], own) -> float | None:
+    mine = [p for p in predictions if own.match(str(p.get("model_version", ""))) and
+            isinstance(p.get("score"), (int, float))]
+    return float(max(mine, key=lambda p: p.get("id") or 0)["score"]) if mine else None
 
 
 def _batches(items: list[dict], size: int) -> Iterator[list[dict]]:
@@ -68,7 +82,10 @@ def predict_batch(runtime: Runtime, snap: ProjectSnapshot, config: LabelConfig, 
 
 def prelabel(settings: Settings, project_id: int, batch_size: int = 8, use_ray: bool = False,
              ray_address: str | None = None, actors: int | None = None, limit: int | None = None,
-             sync: bool = True, progress: bool = True, runtime: Runtime | None = None) -> PrelabelStats:
+             sync: bool = True, progress: bool = True, runtime: Runtime | None = None, order: str = "id"
+             ) -> PrelabelStats:
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
     rt = runtime or Runtime(settings.replace(preload=False))
     if rt.api is None:
         raise SystemExit("prelabel needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (a personal access token)")
@@ -87,16 +104,23 @@ def prelabel(settings: Settings, project_id: int, batch_size: int = 8, use_ray: 
     if len(snap.memory) == 0:
         log.warning("project %d has no references yet: label a few images first", project_id)
 
-    todo = []
+    todo, certainty = [], {}
+    own = own_version_pattern(rt.engine())
     for task in rt.api.iter_tasks(project_id):
         stats.tasks += 1
-        predictions = task.get("predictions") or []
-        if any(isinstance(p, dict) and p.get("model_version") == version for p in predictions):
+        predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict)]
+        if any(p.get("model_version") == version for p in predictions):
             stats.already_current += 1
             continue
         todo.append(_lean(task))
-        if limit is not None and len(todo) >= limit:
+        labelled = bool(task.get("total_annotations") or task.get("annotations"))
+        certainty[task.get("id")] = (labelled, _last_own_score(predictions, own))
+        if order == "id" and limit is not None and len(todo) >= limit:
             break
+    if order == "useful":  # unlabelled first; among them never predicted (None), then the least certain
+        todo.sort(key=lambda t: (certainty[t["id"]][0], certainty[t["id"]][1] is not None,
+                                 certainty[t["id"]][1] or 0.0, t["id"] or 0))
+        todo = todo[:limit] if limit is not None else todo
     log.info("project %d: %d task(s), %d already predicted by %s, %d to do", project_id, stats.tasks,
              stats.already_current, version, len(todo))
 
