@@ -136,6 +136,30 @@ class LabelStudioAPI:
     def task_annotations(self, task_id: int) -> list[dict]:
         return self._json("GET", f"/api/tasks/{int(task_id)}/annotations/") or []
 
+    def annotations_of(self, task: dict) -> list[dict]:
+        """A listed task's annotations with their results (read one by one where the list left them out)."""
+        annotations = task.get("annotations")
+        if not isinstance(annotations, list):
+            if not task.get("total_annotations") and not task.get("cancelled_annotations"):
+                return []
+            try:
+                annotations = self.task_annotations(task["id"])
+            except LabelStudioAPIError as exc:
+                log.error("task %s: cannot list its annotations: %s", task.get("id"), exc)
+                return []
+        full = []
+        for annotation in annotations:
+            if not isinstance(annotation, dict) or not isinstance(annotation.get("id"), int) or \
+                    isinstance(annotation.get("id"), bool):
+                continue
+            if "result" not in annotation:  # a list view without results: read the annotation itself
+                annotation = self.get_annotation(annotation["id"]) or {}
+                if not annotation:
+                    continue
+            annotation.setdefault("task", task.get("id"))
+            full.append(annotation)
+        return full
+
     def iter_tasks(self, project_id: int, page_size: int = 100) -> Iterator[dict]:
         """All tasks of a project with their annotations and predictions (`fields=all`), page by page."""
         page, seen = 1, 0

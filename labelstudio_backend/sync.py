@@ -33,7 +33,6 @@ from ntt_engine.memory import MemoryEntry
 from .events import ANNOTATION_ACTIONS, DELETE_ACTIONS, RESYNC_ACTIONS, SYNC, SyncJob
 from .images import ImageFetchError
 from .label_config import LabelConfig, LabelConfigError, parse_label_config
-from .ls_api import LabelStudioAPIError
 from .learning import IdRegion, Learned, learn, parse_regions
 from .projects import AnnotationRecord, ProjectSnapshot, ref_id
 from .refresher import own_version_pattern
@@ -325,7 +324,7 @@ class Synchronizer:
         stats = {"tasks": 0, "annotations": 0, "applied": 0, "removed": 0}
         for task in self.rt.api.iter_tasks(project_id):
             stats["tasks"] += 1
-            for annotation in self._task_annotations(task):
+            for annotation in self.rt.api.annotations_of(task):
                 key = str(annotation.get("id"))
                 seen.add(key)
                 stats["annotations"] += 1
@@ -348,28 +347,6 @@ class Synchronizer:
                  time.perf_counter() - started, stats, self.rt.store.revision(project_id))
         self.rt.metrics.add("resyncs")
         return stats
-
-    def _task_annotations(self, task: dict) -> list[dict]:
-        annotations = task.get("annotations")
-        if not isinstance(annotations, list):
-            if not task.get("total_annotations") and not task.get("cancelled_annotations"):
-                return []
-            try:
-                annotations = self.rt.api.task_annotations(task["id"])
-            except LabelStudioAPIError as exc:
-                log.error("task %s: cannot list its annotations: %s", task.get("id"), exc)
-                return []
-        full = []
-        for annotation in annotations:
-            if not isinstance(annotation, dict) or _int(annotation.get("id")) is None:
-                continue
-            if "result" not in annotation:  # a list view without results: read the annotation itself
-                annotation = self.rt.api.get_annotation(annotation["id"]) or {}
-                if not annotation:
-                    continue
-            annotation.setdefault("task", task.get("id"))
-            full.append(annotation)
-        return full
 
 
 def _same_entries(memory, ref: str, entries: list[MemoryEntry]) -> bool:
