@@ -1,8 +1,10 @@
 """Per-class score thresholds applied to the engine's instances, and the task-level score Label Studio sorts by.
 
 The prediction-level `score` of a task is the memory's *certainty* about the whole image, in [0, 1]; low means
-"label this next". Label Studio's own active learning ("Uncertainty sampling" in the project's settings) serves the
-task with the lowest prediction score first, and the Data Manager's "Prediction score" column sorts by it.
+"label this next". The Data Manager's "Prediction score" column sorts by it (ascending: most useful first), and
+"Label All Tasks" from a view sorted that way serves the tasks in that order. (Label Studio's "Uncertainty
+sampling" does not help with a live backend: it only considers predictions whose model_version equals the project's,
+which Label Studio sets to the backend's title.)
 - an instance scored near its class threshold is uncertain: u = 1 - |score - threshold| / UNCERTAIN_BAND (clipped
   at 0), also for candidates just below the threshold, which are not shown;
 - certainty = 1 - the largest u on the image;
