@@ -30,7 +30,7 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .events import SYNC, EventError, SyncJob, parse_webhook
-from .freshness import wait_for_events
+from .freshness import PredictsInFlight, wait_for_events
 from .metrics import threshold_gauges
 from .label_config import LabelConfigError
 from .pending import PendingMarkers
@@ -98,6 +98,7 @@ class Backend:
     predictor: Predictor
     admission: Admission
     refresher: Refresher
+    predicts: PredictsInFlight  # /predict requests running, per project, in any process (the refresh waits)
 
 
 def configure_logging(level: str) -> None:
@@ -115,12 +116,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     rt = runtime or Runtime(settings)
     synchronizer = Synchronizer(rt)
     predictor, admission = Predictor(rt), Admission(settings.predict_slots)
-    refresher = Refresher(rt, predictor, settings.refresh_tasks, busy=lambda: admission.inside > 0)
+    predicts = PredictsInFlight(rt.store.project_dir)
+    refresher = Refresher(rt, predictor, settings.refresh_tasks, predicts)
     worker = SyncWorker(synchronizer, rt.metrics, settings.queue_size,
                         PendingMarkers(settings.model_dir, enabled=rt.api is not None), on_change=refresher.notify)
     worker.start()
     refresher.start()
-    backend = Backend(rt, worker, synchronizer, predictor, admission, refresher)
+    backend = Backend(rt, worker, synchronizer, predictor, admission, refresher, predicts)
     if settings.preload:
         rt.start_preload()
     if settings.trusts_payloads:
@@ -304,7 +306,8 @@ def _register_routes(app: Flask, backend: Backend) -> None:
         snap = rt.store.snapshot(project)  # reloads here when another process changed the memory
         config = rt.label_config(snap.state, body.get("label_config"))
         params = body.get("params") if isinstance(body.get("params"), dict) else {}
-        results = backend.predictor.predict_tasks(snap, config, tasks, params.get("context"))
+        with backend.predicts.hold(project):
+            results = backend.predictor.predict_tasks(snap, config, tasks, params.get("context"))
         return jsonify(results=results)
 
     @app.post("/webhook")

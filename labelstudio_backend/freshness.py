@@ -11,9 +11,11 @@ processes of the same MODEL_DIR (gunicorn workers) are seen through their pendin
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 
 from .pending import PendingMarkers
 
@@ -90,3 +92,52 @@ def wait_for_events(activity: ProjectActivity, metrics, project: int, timeout: f
         log.warning("project %d: %s answered after %.1f s with events still pending (raise NTT_%s_WAIT_S, or expect "
                     "the next task to use the previous memory)", project, what, waited, what.upper())
     return done
+
+
+class PredictsInFlight:
+    """Marker files MODEL_DIR/<project>/.predicting.<pid>-<n> while a /predict of that project runs, in any process
+    of this MODEL_DIR: the refresh (refresher.py) waits for them, since Label Studio creates the predictions of a
+    /predict itself when it returns, and refreshing the same tasks meanwhile would give them two."""
+
+    STALE_S = 600.0  # a marker older than this was left by a killed process
+    SETTLE_S = 3.0  # after a /predict answered, Label Studio still has to store its predictions
+
+    def __init__(self, project_dir):
+        self.project_dir = project_dir  # callable: project id -> Path
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, project: int):
+        with self._lock:
+            self._count += 1
+            path = self.project_dir(project) / f".predicting.{os.getpid()}-{self._count}"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        except OSError:
+            path = None
+        try:
+            yield
+        finally:
+            if path is not None:
+                try:
+                    (path.parent / ".predicted").touch()
+                except OSError:
+                    pass
+                path.unlink(missing_ok=True)
+
+    def busy(self, project: int) -> bool:
+        now = time.time()
+        try:
+            if now - (self.project_dir(project) / ".predicted").stat().st_mtime < self.SETTLE_S:
+                return True
+        except OSError:
+            pass
+        for path in self.project_dir(project).glob(".predicting.*"):
+            try:
+                if now - path.stat().st_mtime < self.STALE_S:
+                    return True
+            except OSError:
+                continue
+        return False

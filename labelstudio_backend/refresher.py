@@ -12,7 +12,9 @@ What (API mode only, one background thread per process, bounded):
   replaced in place (PATCH: its id stays, so an annotator who has the task open can still submit, since the
   submit names that id as parent_prediction), older own ones are deleted, and a task without one gets a new one;
 - predictions of other models, and tasks with annotations, are never touched;
-- a newer memory change restarts the pass from the first task; a /predict request being served goes first.
+- a newer memory change restarts the pass from the first task; while Label Studio runs a /predict of the project
+  (in any process: marker files), the pass waits and starts over, since Label Studio stores that request's
+  predictions itself; two own predictions of the current version on a task (a race with one) keep the newest.
 Several processes of one MODEL_DIR: one refreshes a project at a time (a file lock); the others skip.
 """
 from __future__ import annotations
@@ -22,21 +24,20 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
-
 from filelock import FileLock, Timeout
 
 from ntt_engine import Engine
 
 from .images import ImageFetchError
 from .label_config import LabelConfigError
+from .freshness import PredictsInFlight
 from .ls_api import LabelStudioAPIError
 from .predictions import Predictor
 from .runtime import EngineUnavailable, Runtime
 
 log = logging.getLogger(__name__)
 
-BUSY_WAIT_S = 10.0  # at most this long per task for /predict requests to finish first
+PREDICT_WAIT_S = 120.0  # at most this long for /predict requests of the project to finish before a pass
 
 
 @dataclass
@@ -57,12 +58,11 @@ def own_version_pattern(engine: Engine) -> re.Pattern:
 
 
 class Refresher:
-    def __init__(self, runtime: Runtime, predictor: Predictor, max_tasks: int,
-                 busy: Callable[[], bool] = lambda: False):
+    def __init__(self, runtime: Runtime, predictor: Predictor, max_tasks: int, predicts: PredictsInFlight):
         self.rt = runtime
         self.predictor = predictor
         self.max_tasks = max_tasks
-        self.busy = busy
+        self.predicts = predicts
         self._wanted: list[int] = []
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -154,25 +154,33 @@ class Refresher:
             if self._superseded(project):
                 stats.restarted = True
                 break
-            self._yield_to_predict()
+            if self.predicts.busy(project):  # Label Studio is predicting (label stream, Retrieve predictions)
+                self._wait_predicts(project)
+                self.notify(project)  # start over: those tasks now have current predictions
+                stats.restarted = True
+                break
             snap = self.rt.store.snapshot(project)
             if len(snap.memory) == 0:
                 break  # nothing learnt (any more): predictions would be empty
             version = stats.model_version = engine.version_of(snap.memory)
             stats.tasks += 1
-            mine = sorted((p for p in task.get("predictions") or [] if isinstance(p, dict)
-                           and isinstance(p.get("id"), int) and own.match(str(p.get("model_version", "")))),
-                          key=lambda p: p["id"])
-            current = [p for p in mine if p["model_version"] == version]
-            if current:  # e.g. Label Studio's own /predict made it: only older own versions go
+            mine = _own_predictions(task, own)
+            if any(p["model_version"] == version for p in mine):  # e.g. Label Studio's own /predict made it
                 stats.current += 1
-                self._delete(task["id"], [p for p in mine if p["model_version"] != version], stats)
+                self._delete(task["id"], _superseded_by_current(mine, version), stats)
                 continue
             try:
                 config = self.rt.label_config(snap.state)
                 lean = {"id": task.get("id"), "data": task.get("data"), "project": project}
                 prediction = self.predictor.predict_task(engine, snap, config, lean, self.rt.thresholds(snap.state),
                                                          version, strict=True)
+                mine = self._reread(project, task["id"], own)  # Label Studio may have predicted it meanwhile
+                if mine is None:
+                    continue  # annotated (or gone) meanwhile: not ours to touch any more
+                if any(p["model_version"] == version for p in mine):
+                    stats.current += 1
+                    self._delete(task["id"], _superseded_by_current(mine, version), stats)
+                    continue
                 self._store(task["id"], mine, prediction, stats)
             except (ImageFetchError, LabelStudioAPIError, LabelConfigError, EngineUnavailable) as exc:
                 stats.failed += 1
@@ -211,8 +219,25 @@ class Refresher:
             except LabelStudioAPIError as exc:
                 log.warning("task %s: cannot delete its stale prediction %s: %s", task_id, older["id"], exc)
 
-    def _yield_to_predict(self) -> None:
-        """Label Studio's own /predict (an annotator waiting for the next task) goes before the refresh."""
-        deadline = time.monotonic() + BUSY_WAIT_S
-        while self.busy() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    def _reread(self, project: int, task_id: int, own: re.Pattern) -> list[dict] | None:
+        task = self.rt.api.get_task(task_id, project)
+        if task is None or task.get("total_annotations") or task.get("cancelled_annotations"):
+            return None
+        return _own_predictions(task, own)
+
+    def _wait_predicts(self, project: int) -> None:
+        """/predict requests go first; Label Studio stores their predictions itself when they return."""
+        deadline = time.monotonic() + PREDICT_WAIT_S
+        while self.predicts.busy(project) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+def _own_predictions(task: dict, own: re.Pattern) -> list[dict]:
+    """This engine's predictions on a listed task, oldest first."""
+    return sorted((p for p in task.get("predictions") or [] if isinstance(p, dict) and isinstance(p.get("id"), int)
+                   and own.match(str(p.get("model_version", "")))), key=lambda p: p["id"])
+
+
+def _superseded_by_current(mine: list[dict], version: str) -> list[dict]:
+    """All own predictions but the newest of the current version (the one Label Studio served last)."""
+    keep = max((p for p in mine if p["model_version"] == version), key=lambda p: p["id"])
+    return [p for p in mine if p["id"] != keep["id"]]

@@ -141,3 +141,15 @@ def test_versions_without_a_project_lists_every_projects_current_version(app, cl
     assert body["versions"] == [version] and body["projects"] == {"4": version}
     assert version.startswith(body["engine"] + ".r")
     assert client.get("/versions?project=4").json["versions"] == [version]
+
+
+def test_predicts_in_flight_are_seen_across_processes_through_marker_files(tmp_path, monkeypatch):
+    from labelstudio_backend.freshness import PredictsInFlight
+
+    predicts, other_process = PredictsInFlight(lambda p: tmp_path / str(p)), PredictsInFlight(lambda p: tmp_path / str(p))
+    assert not other_process.busy(4)
+    with predicts.hold(4):
+        assert other_process.busy(4) and not other_process.busy(5)
+    assert other_process.busy(4)  # Label Studio stores the answer's predictions right after it
+    monkeypatch.setattr(PredictsInFlight, "SETTLE_S", 0.0)
+    assert not other_process.busy(4)
