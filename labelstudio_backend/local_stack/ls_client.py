@@ -125,10 +125,17 @@ class LabelStudioAPI:
         self.sync_local_storage(storage["id"])
         if expected is None:
             return self.list_tasks(project)
+        retries = [3]
 
         def enough() -> list[dict] | None:
             tasks = self.list_tasks(project)
-            return tasks if len(tasks) >= expected else None
+            if len(tasks) >= expected:
+                return tasks
+            # with sqlite, a sync that meets another writer fails ("database is locked"): run it again
+            if retries[0] and self.get(f"/api/storages/localfiles/{storage['id']}").get("status") == "failed":
+                retries[0] -= 1
+                self.sync_local_storage(storage["id"])
+            return None
 
         return wait_until(enough, timeout, what=f"{expected} tasks imported into project {project}")
 
