@@ -129,13 +129,14 @@ def summarise(runs: list[Run], samples: list[Sample]) -> dict:
     half = len(samples) // 2
     objects = [len(s.truths) for s in samples]
     base = runs[0]
+    ratio = lambda value, reference: None if reference == 0 else value / reference  # noqa: E731
     result = {"images": len(samples), "objects": sum(objects), "objects_per_image": objects, "configs": {}}
     for run in runs:
         total, late = sum(run.edits), sum(run.edits[half:]) / max(1, len(samples) - half)
         result["configs"][run.name] = {
             "total_edits": total, "edits_per_image_last_half": late, "per_image": run.edits, **run.kinds,
-            "ratio_total_to_frozen": total / max(1, sum(base.edits)),
-            "ratio_last_half_to_frozen": late / max(1e-9, sum(base.edits[half:]) / max(1, len(samples) - half)),
+            "ratio_total_to_frozen": ratio(total, sum(base.edits)),
+            "ratio_last_half_to_frozen": ratio(late, sum(base.edits[half:]) / max(1, len(samples) - half)),
             "seconds": round(run.seconds, 1),
             "final_thresholds": {k: round(v, 3) for k, v in run.thresholds.items()},
         }
@@ -171,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=60)
     parser.add_argument("--classes", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--difficulty", default="hard", choices=("hard", "easy"), help="generated set (default hard)")
     parser.add_argument("--data", type=Path, help="an existing COCO folder (instances.json + images); default: "
-                                                  "generate the hard synthetic set in a temporary folder")
+                                                  "generate a synthetic set in a temporary folder")
     parser.add_argument("--first-k", type=int, default=3, help="references of the frozen configuration")
     parser.add_argument("--threshold", type=float, default=0.5, help="global score threshold (uncalibrated)")
     parser.add_argument("--match-iou", type=float, default=0.5)
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     data = args.data
     if data is None:
         data = Path(tempfile.mkdtemp(prefix="ntt-effort-"))
-        generate_dataset(data, args.images, args.classes, args.seed, difficulty="hard")
+        generate_dataset(data, args.images, args.classes, args.seed, difficulty=args.difficulty)
     samples, labels = load_samples(data)
     history: list[Sample] = []
     for index, sample in enumerate(tqdm(samples, desc="annotating", unit="img")):
@@ -210,16 +212,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(samples)} images, {result['objects']} objects, preset {args.preset}, first-k {args.first_k}")
     print(f"{'configuration':32} {'edits':>6} {'last-half/img':>13} {'x frozen':>9} {'x frozen (last half)':>21}"
           f" {'del':>5} {'add':>5} {'relab':>5}")
+    shown = lambda value, width: f"{'n/a':>{width}}" if value is None else f"{value:{width}.2f}"  # noqa: E731
     for name, c in result["configs"].items():
         print(f"{name:32} {c['total_edits']:6d} {c['edits_per_image_last_half']:13.2f} "
-              f"{c['ratio_total_to_frozen']:9.2f} {c['ratio_last_half_to_frozen']:21.2f} "
+              f"{shown(c['ratio_total_to_frozen'], 9)} {shown(c['ratio_last_half_to_frozen'], 21)} "
               f"{c['deleted']:5d} {c['added']:5d} {c['relabelled']:5d}")
     print(f"drawing every object by hand: {result['objects']} edits")
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"annotation_effort_{args.preset}"
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1))
     png = args.png or args.out / f"{stem}.png"
-    plot(result, png, f"Labelling effort, {len(samples)} hard synthetic images, preset {args.preset}")
+    what = f"{args.difficulty} synthetic" if args.data is None else str(args.data.name)
+    plot(result, png, f"Labelling effort, {len(samples)} {what} images, preset {args.preset}")
     print(f"wrote {args.out / f'{stem}.json'} and {png}")
     return 0
 

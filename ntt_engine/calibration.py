@@ -44,21 +44,24 @@ def calibrate_thresholds(observations: Iterable[ScoreObservation], missed: dict[
 
     Only cuts between observed scores change F1, so t is the midpoint between the lowest kept score and the
     highest dropped one (a margin on both sides). Ties → the highest threshold (fewer predictions to delete).
-    Keeping every observation → t = the lowest observed score (no evidence below it). Every prediction wrong →
-    midpoint between the highest wrong score and 1, i.e. above it. A class with no observations (listed in
-    `labels` or `missed`) → `default`.
+    Keeping every observation → min(`default`, the lowest observed score): nothing argues for a stricter cut, and
+    a new object scoring a little lower than all so far should still show. Every prediction wrong → midpoint
+    between the highest wrong score and 1, i.e. above it. A class with no observations (listed in `labels` or
+    `missed`) → `default`.
     """
     by_label: dict[str, list[ScoreObservation]] = {}
     for obs in observations:
+        if not np.isfinite(obs.score):
+            raise ValueError(f"observation of {obs.label!r} has score {obs.score}; scores must be finite")
         by_label.setdefault(obs.label, []).append(obs)
     missed = dict(missed or {})
     result = {label: float(default) for label in (*labels, *missed)}
     for label, group in by_label.items():
-        result[label] = _best_threshold(group, missed.get(label, 0))
+        result[label] = _best_threshold(group, missed.get(label, 0), float(default))
     return dict(sorted(result.items()))
 
 
-def _best_threshold(group: Sequence[ScoreObservation], missed: int) -> float:
+def _best_threshold(group: Sequence[ScoreObservation], missed: int, default: float) -> float:
     scores = np.array([o.score for o in group], np.float64)
     correct = np.array([o.correct for o in group], bool)
     levels = np.unique(scores)[::-1]  # distinct scores, high → low; cut k keeps scores ≥ levels[k]
@@ -75,7 +78,7 @@ def _best_threshold(group: Sequence[ScoreObservation], missed: int) -> float:
     if best_cut < 0:
         return (float(levels[0]) + upper) / 2 if levels[0] < 1.0 else float(np.nextafter(1.0, 2.0))
     if best_cut == len(levels) - 1:
-        return upper
+        return min(default, upper)
     return (upper + float(levels[best_cut + 1])) / 2
 
 

@@ -75,7 +75,9 @@ def mask_iou(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray:
     shapes = {np.shape(m) for m in (*a, *b)}
     if len(shapes) != 1:
         raise ValueError(f"masks of one image must share a size, got sizes {sorted(shapes)}")
-    encode = lambda masks: mask_utils.encode(np.asfortranarray(np.stack(masks, -1).astype(np.uint8)))  # noqa: E731
+    def encode(masks: Sequence[np.ndarray]) -> list:
+        return mask_utils.encode(np.asfortranarray(np.stack(masks, -1).astype(bool).astype(np.uint8)))
+
     return np.asarray(mask_utils.iou(encode(a), encode(b), [0] * len(b)), np.float64).reshape(len(a), len(b))
 
 

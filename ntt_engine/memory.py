@@ -31,8 +31,8 @@ class MemoryFormatError(ValueError):
 class MemoryEntry:
     label: str
     vector: np.ndarray  # [C] float32, raw pooled features
-    # not an example of `label`: under a negative image, a mined false positive (§9.5); under an annotation, a
-    # prediction the annotator deleted or relabelled (a correction, used example by example in matching)
+    # a wrong prediction of `label`, not an example of it: mined on a negative image (§9.5), or deleted / relabelled
+    # by an annotator (a correction); matching uses them example by example (learn_from_corrections)
     negative: bool = False
     level: float = 0.0  # how similar the reference's own foreground patches are to it (similarity prompting)
 
@@ -66,6 +66,7 @@ class MemoryBank:
         self._entries: dict[str, list[MemoryEntry]] = {}  # insertion-ordered: the cap keeps the earliest
         self._negative_images: set[str] = set()
         self._prototype_cache: dict[bool, tuple[int, Prototypes]] = {}
+        self._examples_cache: dict[str, tuple[int, Examples]] = {}
 
     # ----- changes (each one bumps the revision) -----
     def set_reference(self, ref_id: str, entries: list[MemoryEntry], negative_image: bool = False) -> None:
@@ -140,12 +141,23 @@ class MemoryBank:
         return bank
 
     def negative_examples(self) -> Examples:
-        """Negative entries stored under annotations (corrections: rejected predictions), in insertion order."""
-        return self._examples([(ref_id, e) for ref_id, entries in self._entries.items()
-                               if ref_id not in self._negative_images for e in entries if e.negative])
+        """Every negative entry one by one, in insertion order: predictions annotators rejected (corrections) and,
+        with `use_negatives`, those mined on negative images (both are wrong predictions of their class)."""
+        return self._cached("negative_examples", lambda: self._examples(
+            [(ref_id, e) for ref_id, entries in self._entries.items() for e in entries if e.negative]))
 
     def positive_examples(self) -> Examples:
         """The references one by one (the first `max_per_class` of each class, as the prototypes use)."""
+        return self._cached("positive_examples", self._positive_examples)
+
+    def _cached(self, key: str, build: Callable[[], Examples]) -> Examples:
+        cached = self._examples_cache.get(key)
+        if cached is None or cached[0] != self.revision:
+            cached = (self.revision, build())
+            self._examples_cache[key] = cached
+        return cached[1]
+
+    def _positive_examples(self) -> Examples:
         taken: dict[str, int] = {}
         chosen = []
         for ref_id, entries in self._entries.items():
@@ -163,19 +175,17 @@ class MemoryBank:
                         normalise(torch.from_numpy(np.stack([e.vector for _, e in chosen])).float()))
 
     def prototypes(self, negative: bool = False) -> Prototypes:
-        """Per-class normalised mean of the (first `max_per_class`) vectors; classes without vectors are absent.
-        `negative=True`: the mined negatives of negative images (§9.5); corrections are `negative_examples()`."""
+        """Per-class normalised mean of the (first `max_per_class`) vectors; classes without vectors are absent."""
         cached = self._prototype_cache.get(negative)
         if cached and cached[0] == self.revision:
             return cached[1]
         grouped: dict[str, list[MemoryEntry]] = {}
-        for ref_id, entries in self._entries.items():
-            for entry in entries:
-                if entry.negative != negative or (negative and ref_id not in self._negative_images):
-                    continue
-                members = grouped.setdefault(entry.label, [])
-                if self.max_per_class is None or len(members) < self.max_per_class:
-                    members.append(entry)
+        for entry in self._all_entries():
+            if entry.negative != negative:
+                continue
+            members = grouped.setdefault(entry.label, [])
+            if self.max_per_class is None or len(members) < self.max_per_class:
+                members.append(entry)
         labels = tuple(sorted(grouped))
         dim = self.dim or 0
         means = [np.mean(np.stack([e.vector for e in grouped[label]]), axis=0) for label in labels]

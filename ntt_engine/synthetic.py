@@ -40,6 +40,7 @@ MIN_VISIBLE_FRACTION = 0.3
 _MIN_DRAWN_PIXELS = 150
 _PLACEMENT_ATTEMPTS = 30
 _TOUCH_MARGIN = 2  # pixels between two instances of the same class
+_RADIUS = (0.07, 0.2)  # object radius, fraction of the image's shorter side
 
 
 @dataclass(frozen=True)
@@ -206,7 +207,7 @@ class _Object:
 
 
 def _make_object(rng: np.random.Generator, look: Appearance, category_id: int | None,
-                 height: int, width: int, radius_range: tuple[float, float] = (0.07, 0.2)) -> _Object | None:
+                 height: int, width: int, radius_range: tuple[float, float] = _RADIUS) -> _Object | None:
     radius = min(height, width) * rng.uniform(*radius_range)
     margin = 0.3 * radius
     cx = rng.uniform(margin, width - margin)
@@ -227,8 +228,7 @@ def _compose(rng: np.random.Generator, kinds: list[tuple[Appearance, int | None]
     owner = np.full((height, width), -1, np.int32)
     for k, (look, category_id) in enumerate(kinds):
         for _ in range(_PLACEMENT_ATTEMPTS):
-            obj = _make_object(rng, look, category_id, height, width,
-                               *([radius_ranges[k]] if radius_ranges is not None else []))
+            obj = _make_object(rng, look, category_id, height, width, radius_ranges[k] if radius_ranges else _RADIUS)
             if obj is None:
                 continue
             if apart(obj) is not None:
@@ -269,6 +269,7 @@ def _render_image(rng: np.random.Generator, positive: bool, looks: Sequence[Appe
 
 def _draw(rng: np.random.Generator, kinds: list[tuple[Appearance, int | None]], height: int, width: int,
           **compose_options) -> tuple[np.ndarray, list[tuple[int, np.ndarray, int]]]:
+    """Background, placement (`_compose` options), painting → the image and its class instances' visible masks."""
     image = _background(rng, height, width)
     objects = _compose(rng, kinds, height, width, **compose_options)
     owner = np.full((height, width), -1, np.int32)
@@ -315,8 +316,7 @@ def generate_dataset(out_dir: str | Path, images: int, classes: int, seed: int,
     """Write `images` PNGs to `out_dir/images` and their COCO annotations to `out_dir/instances.json`.
 
     `size` is (width, height). Exactly round(images · negative_fraction) images are negatives (no class object).
-    `difficulty` "hard" adds look-alikes, small objects and clutter (`ntt_engine.synthetic_hard`); "easy" is the
-    original set, unchanged. Returns the path of instances.json.
+    `difficulty`: "easy" or "hard" (`ntt_engine.synthetic_hard`). Returns the path of instances.json.
     """
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {difficulty!r}")

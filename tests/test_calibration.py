@@ -52,8 +52,9 @@ def test_class_with_every_prediction_rejected_goes_above_its_highest_score():
     assert calibrate_thresholds(obs("dog", (1.0, False)))["dog"] > 1.0  # nothing can pass
 
 
-def test_every_prediction_kept_keeps_the_lowest_observed_score():
+def test_every_prediction_kept_never_raises_the_threshold_above_the_default():
     assert calibrate_thresholds(obs("cat", (0.9, True), (0.35, True)))["cat"] == pytest.approx(0.35)
+    assert calibrate_thresholds(obs("cat", (0.99, True), (0.95, True)), default=0.5)["cat"] == 0.5
 
 
 def test_ties_choose_the_higher_threshold():
@@ -83,3 +84,8 @@ def test_observations_from_a_correction():
     assert merge_counts(missed, {"dog": 1, "cat": 1}) == {"dog": 3, "cat": 1}
     with pytest.raises(ValueError, match="no score"):
         observations_from_diff(diff_correction([LabelledMask("cat", box(0, 0, 4, 4))], []))
+
+
+def test_non_finite_scores_are_refused():
+    with pytest.raises(ValueError, match="finite"):
+        calibrate_thresholds(obs("cat", (float("nan"), True)))

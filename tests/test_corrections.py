@@ -20,6 +20,7 @@ def test_mask_iou_matches_hand_computed_values():
     assert iou.shape == (1, 3)
     assert iou[0].tolist() == pytest.approx([1.0, 50 / 150, 0.0])
     assert mask_iou([], [box(0, 0, 2, 2)]).shape == (0, 1)
+    assert mask_iou([box(0, 0, 10, 10).astype(np.uint8) * 255], [box(0, 0, 10, 5)])[0, 0] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="share a size"):
         mask_iou([box(0, 0, 2, 2)], [box(0, 0, 2, 2, size=(32, 32))])
 

@@ -32,21 +32,22 @@ def entry(label, *values, negative=False):
     return MemoryEntry(label, np.array(values, np.float32), negative)
 
 
-def test_memory_keeps_corrections_apart_from_mined_negatives_and_round_trips(tmp_path):
+def test_memory_lists_negatives_one_by_one_and_round_trips(tmp_path):
     bank = MemoryBank("enc")
     bank.set_reference("ann-1", [entry("cat", 1, 0), entry("cat", 0, 3, negative=True)])
     bank.set_reference("neg-1", [entry("cat", 3, 4, negative=True)], negative_image=True)
-    assert bank.negative_examples().labels == ("cat",)
-    assert torch.allclose(bank.negative_examples().vectors, torch.tensor([[0.0, 1.0]]))
-    assert torch.allclose(bank.prototypes(negative=True).vectors, torch.tensor([[0.6, 0.8]]))  # mined only
+    assert bank.negative_examples().labels == ("cat", "cat")
+    assert torch.allclose(bank.negative_examples().vectors, torch.tensor([[0.0, 1.0], [0.6, 0.8]]))
+    assert torch.allclose(bank.positive_examples().vectors, torch.tensor([[1.0, 0.0]]))
     assert bank.counts() == {"cat": 1} and len(bank) == 1
     bank.save(tmp_path / "m.npz")
     loaded = MemoryBank.load(tmp_path / "m.npz")
     assert torch.equal(loaded.negative_examples().vectors, bank.negative_examples().vectors)
     held_out = bank.without("ann-1")
-    assert len(held_out.negative_examples()) == 0 and "ann-1" in bank and held_out.revision == bank.revision
+    assert len(held_out.negative_examples()) == 1 and "ann-1" in bank and held_out.revision == bank.revision
+    assert "ann-1" not in held_out and len(held_out.positive_examples()) == 0
     bank.remove("ann-1")
-    assert len(bank.negative_examples()) == 0
+    assert bank.negative_examples().labels == ("cat",)  # the annotation's negative went with it
 
 
 def scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
