@@ -302,10 +302,11 @@ def _register_routes(app: Flask, backend: Backend) -> None:
             (t.get("project") for t in tasks if isinstance(t, dict) and t.get("project") is not None), None)
         project = project_of(project_value, "/predict")
         rt.wait_engine(PREDICT_ENGINE_WAIT_S)
-        wait_for_events(worker.activity, rt.metrics, project, rt.settings.predict_wait, "predict")
+        params = body.get("params") if isinstance(body.get("params"), dict) else {}
+        if not isinstance(params.get("context"), dict):  # a smart-tool click needs SAM only, not the memory
+            wait_for_events(worker.activity, rt.metrics, project, rt.settings.predict_wait, "predict")
         snap = rt.store.snapshot(project)  # reloads here when another process changed the memory
         config = rt.label_config(snap.state, body.get("label_config"))
-        params = body.get("params") if isinstance(body.get("params"), dict) else {}
         with backend.predicts.hold(project):
             results = backend.predictor.predict_tasks(snap, config, tasks, params.get("context"))
         return jsonify(results=results)
