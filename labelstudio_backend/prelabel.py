@@ -6,6 +6,9 @@ first: unlabelled before labelled; among them those never predicted by this engi
 the score of this engine's latest prediction on them, lowest first (the memory's certainty about the image, task_score.py): with a `limit`, the most
 useful tasks get their predictions first.
 
+Like the background refresh (refresher.py), an unlabelled task's stale prediction of this engine is replaced in
+place; labelled tasks get a new prediction and keep their old ones (annotations may name them as their parent).
+
 Resumable: only tasks without a prediction of the current model_version are predicted, and each prediction is
 uploaded (POST /api/predictions/) as soon as it is made, so an interrupted run continues where it stopped. Tasks
 whose image cannot be read are reported and left for the next run. With `use_ray`, Ray actors (one engine each)
@@ -42,6 +45,7 @@ class PrelabelStats:
     already_current: int = 0
     predicted: int = 0
     uploaded: int = 0
+    replaced: int = 0  # of the uploaded: an own stale prediction of an unlabelled task replaced in place
     failed: int = 0
     model_version: str = ""
     errors: list[str] = field(default_factory=list)
@@ -104,7 +108,7 @@ def prelabel(settings: Settings, project_id: int, batch_size: int = 8, use_ray: 
     if len(snap.memory) == 0:
         log.warning("project %d has no references yet: label a few images first", project_id)
 
-    todo, certainty = [], {}
+    todo, certainty, stale = [], {}, {}
     own = own_version_pattern(rt.engine())
     for task in rt.api.iter_tasks(project_id):
         stats.tasks += 1
@@ -113,8 +117,11 @@ def prelabel(settings: Settings, project_id: int, batch_size: int = 8, use_ray: 
             stats.already_current += 1
             continue
         todo.append(_lean(task))
-        labelled = bool(task.get("total_annotations") or task.get("annotations"))
+        labelled = bool(task.get("total_annotations") or task.get("annotations") or task.get("cancelled_annotations"))
         certainty[task.get("id")] = (labelled, _last_own_score(predictions, own))
+        if not labelled:  # as the refresh does: an unlabelled task's own stale predictions are replaced
+            stale[task.get("id")] = sorted((p for p in predictions if isinstance(p.get("id"), int) and
+                                            own.match(str(p.get("model_version", "")))), key=lambda p: p["id"])
         if order == "id" and limit is not None and len(todo) >= limit:
             break
     if order == "useful":  # unlabelled first; among them never predicted (None), then the least certain
@@ -137,10 +144,22 @@ def prelabel(settings: Settings, project_id: int, batch_size: int = 8, use_ray: 
                 log.error("task %s: %s (left for the next run)", task_id, error)
                 continue
             stats.predicted += 1
-            rt.api.create_prediction(task_id, prediction["result"], prediction["score"], prediction["model_version"])
+            _upload(rt, task_id, prediction, stale.get(task_id) or [], stats)
             stats.uploaded += 1
     bar.close()
     return stats
+
+
+def _upload(rt: Runtime, task_id: int, prediction: dict, mine: list[dict], stats: PrelabelStats) -> None:
+    """The newest own stale prediction of an unlabelled task is replaced in place (its id stays valid for an open
+    editor), older own ones are deleted; otherwise a new prediction."""
+    args = (prediction["result"], prediction["score"], prediction["model_version"])
+    if mine and rt.api.update_prediction(mine[-1]["id"], *args) is not None:
+        stats.replaced += 1
+        for older in mine[:-1]:
+            rt.api.delete_prediction(older["id"])
+        return
+    rt.api.create_prediction(task_id, *args)
 
 
 def _ray_results(settings: Settings, snap: ProjectSnapshot, config: LabelConfig, batches: list[list[dict]],

@@ -40,8 +40,12 @@ def test_prelabel_predicts_what_is_missing_and_resumes(setup):
     assert again.already_current == 6 and again.predicted == 0 and again.failed == 1
 
     ls.annotate(3, list(ls.tasks)[2], [])  # an empty annotation (negative): the memory moves to a new version
-    third = prelabel(settings, 4, limit=2, runtime=runtime, progress=False)
-    assert third.model_version != stats.model_version and third.predicted == 2
+    third = prelabel(settings, 4, limit=4, runtime=runtime, progress=False)
+    assert third.model_version != stats.model_version and third.predicted == 4
+    # the three labelled tasks got a new prediction next to the old; the unlabelled one had its own replaced
+    assert third.replaced == 1
+    versions = [[p["model_version"] for p in ls.tasks[t]["predictions"]] for t in list(ls.tasks)[:4]]
+    assert versions == [[stats.model_version, third.model_version]] * 3 + [[third.model_version]]
 
 
 def test_prelabel_cli_needs_the_api(monkeypatch, tmp_path):
@@ -65,6 +69,7 @@ def test_prelabel_order_useful_labels_the_most_useful_tasks_first(setup):
     stats = prelabel(settings, 4, runtime=runtime, progress=False, limit=3, order="useful")
     predicted = [p["task"] for p in ls.predictions if p["model_version"] == stats.model_version]
     # the never-predicted unlabelled tasks (one of them has a missing image: it fails), then the least certain
-    assert predicted == [unlabelled[3], unlabelled[2]] and stats.failed == 1 and "gone.png" in stats.errors[0]
+    assert sorted(predicted) == sorted([unlabelled[3], unlabelled[2]]) and stats.failed == 1
+    assert "gone.png" in stats.errors[0] and stats.replaced == 1  # the third's stale prediction, in place
     with pytest.raises(ValueError, match="order must be one of"):
         prelabel(settings, 4, runtime=runtime, progress=False, order="random")
