@@ -326,6 +326,7 @@ def _register_routes(app: Flask, backend: Backend) -> None:
             return response
         applied = job.project_id is not None and job.action != "START_TRAINING" and \
             worker.activity.wait_project(job.project_id, rt.settings.webhook_wait)  # LS serves the next task after this
+        rt.metrics.add("webhooks_answered_applied" if applied else "webhooks_answered_queued")
         return jsonify(status="applied" if applied else "queued", action=job.action, project=job.project_id)
 
     @app.get("/metrics")

@@ -90,6 +90,10 @@ def test_next_task_after_a_submit_carries_the_new_model_version(loop: Loop):
         assert versions == [current], f"the next task carries {versions}, the memory is at {current}"
         previous = current
     assert labelled == 4
+    counters = backend_metrics(s.backend)["counters"]
+    print(f"[e2e] webhooks answered after their event was applied: {counters.get('webhooks_answered_applied', 0)}, "
+          f"before: {counters.get('webhooks_answered_queued', 0)}; /setup waits {counters.get('fresh_waits_setup', 0)}"
+          f", /setup timeouts {counters.get('fresh_wait_timeouts_setup', 0)}", file=sys.stderr)
 
 
 def test_refresh_replaces_own_stale_predictions_and_leaves_other_models_alone(loop: Loop):
