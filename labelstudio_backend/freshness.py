@@ -113,8 +113,7 @@ class PredictsInFlight:
             self._count += 1
             path = self.project_dir(project) / f".predicting.{os.getpid()}-{self._count}"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
+            path.touch()  # a project without a directory has no memory, so nothing to refresh: no marker
         except OSError:
             path = None
         try:

@@ -147,6 +147,9 @@ def test_predicts_in_flight_are_seen_across_processes_through_marker_files(tmp_p
     from labelstudio_backend.freshness import PredictsInFlight
 
     predicts, other_process = PredictsInFlight(lambda p: tmp_path / str(p)), PredictsInFlight(lambda p: tmp_path / str(p))
+    with predicts.hold(4):  # no project directory yet: nothing is created
+        assert not (tmp_path / "4").exists() and not other_process.busy(4)
+    (tmp_path / "4").mkdir()
     assert not other_process.busy(4)
     with predicts.hold(4):
         assert other_process.busy(4) and not other_process.busy(5)
