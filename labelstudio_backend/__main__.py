@@ -35,6 +35,9 @@ def _prelabel(argv: Sequence[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--limit", type=int, default=None, help="at most this many tasks in this run")
     parser.add_argument("--no-sync", action="store_true", help="do not sync the memory from Label Studio first")
+    parser.add_argument("--order", choices=("id", "useful"), default="id",
+                        help="id: Label Studio's sequential order; useful: the most useful tasks to label first "
+                             "(never predicted, then the lowest prediction score = the memory's least certain)")
     parser.add_argument("--ray", action="store_true", help="predict on Ray actors")
     parser.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
     parser.add_argument("--actors", type=int, default=None, help="Ray actors (default: one per GPU, else 1)")
@@ -46,7 +49,7 @@ def _prelabel(argv: Sequence[str]) -> int:
 
     configure_logging(settings.log_level)
     stats = prelabel(settings, args.project, args.batch_size, args.ray, args.ray_address, args.actors, args.limit,
-                     sync=not args.no_sync)
+                     sync=not args.no_sync, order=args.order)
     print(json.dumps({k: v for k, v in asdict(stats).items() if k != "errors"} | {"errors": stats.errors[:20]},
                      indent=1))
     return 1 if stats.failed else 0

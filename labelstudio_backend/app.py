@@ -5,7 +5,8 @@
     POST /predict   {"tasks": [...], "project": ..., "label_config": ..., "params": {"context": ...}}
                     → {"results": [one prediction per task, in order]}
     POST /webhook   any Label Studio webhook → queued for the background worker, answered at once
-    GET  /versions  (JSON body or ?project=) → {"versions": [model_version]}
+    POST /train     Label Studio's legacy "Start training" → resync the project (routes_loop.py)
+    GET  /versions  (JSON body or ?project=) → {"versions": [model_version, ...]} (routes_loop.py)
     GET  /metrics   JSON, or Prometheus text with ?format=prometheus or Accept: text/plain
 Overload is answered, never queued without bound: each process admits NTT_MAX_PENDING_PREDICTS /predict requests at
 once (default THREADS - 2: one runs, the others wait for the engine) and answers the rest 503 with Retry-After, so
@@ -29,10 +30,14 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from .events import SYNC, EventError, SyncJob, parse_webhook
+from .freshness import PredictsInFlight, wait_for_events
+from .metrics import threshold_gauges
 from .label_config import LabelConfigError
 from .pending import PendingMarkers
 from .predictions import Predictor
 from .projects import ProjectError, parse_project_id
+from .refresher import Refresher
+from .routes_loop import register_loop_routes
 from .runtime import EngineUnavailable, Runtime, limit_malloc_arenas
 from .settings import Settings
 from .sync import RESYNC_STALE_S, Synchronizer
@@ -92,6 +97,8 @@ class Backend:
     synchronizer: Synchronizer
     predictor: Predictor
     admission: Admission
+    refresher: Refresher
+    predicts: PredictsInFlight  # /predict requests running, per project, in any process (the refresh waits)
 
 
 def configure_logging(level: str) -> None:
@@ -108,10 +115,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         log.debug("malloc arenas capped at %d (NTT_MALLOC_ARENAS)", settings.malloc_arenas)
     rt = runtime or Runtime(settings)
     synchronizer = Synchronizer(rt)
+    predictor, admission = Predictor(rt), Admission(settings.predict_slots)
+    predicts = PredictsInFlight(rt.store.project_dir)
+    refresher = Refresher(rt, predictor, settings.refresh_tasks, predicts)
     worker = SyncWorker(synchronizer, rt.metrics, settings.queue_size,
-                        PendingMarkers(settings.model_dir, enabled=rt.api is not None))
+                        PendingMarkers(settings.model_dir, enabled=rt.api is not None), on_change=refresher.notify)
     worker.start()
-    backend = Backend(rt, worker, synchronizer, Predictor(rt), Admission(settings.predict_slots))
+    refresher.start()
+    backend = Backend(rt, worker, synchronizer, predictor, admission, refresher, predicts)
     if settings.preload:
         rt.start_preload()
     if settings.trusts_payloads:
@@ -124,6 +135,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.extensions["ntt"] = backend
     _register_hooks(app, backend)
     _register_routes(app, backend)
+    register_loop_routes(app, backend)
     return app
 
 
@@ -249,6 +261,8 @@ def _register_routes(app: Flask, backend: Backend) -> None:
         project = project_of(body.get("project"), "/setup")
         params = extra_params(body.get("extra_params"))
         engine = rt.wait_engine(SETUP_ENGINE_WAIT_S)
+        # Label Studio serves the next task right after this answer: let the submit's event reach the memory first
+        wait_for_events(worker.activity, rt.metrics, project, rt.settings.setup_wait, "setup")
         snap = rt.store.snapshot(project)
         config = rt.label_config(snap.state, body.get("schema"))
         threshold = params.get("score_threshold")
@@ -258,6 +272,7 @@ def _register_routes(app: Flask, backend: Backend) -> None:
                 if threshold != snap.state.score_threshold:
                     snap.state.score_threshold = threshold
                     snap.memory.touch()  # model_version changes, so Label Studio re-predicts
+                    backend.refresher.notify(project)
         _maybe_resync(backend, project)
         return jsonify(model_version=engine.version_of(snap.memory))
 
@@ -287,10 +302,13 @@ def _register_routes(app: Flask, backend: Backend) -> None:
             (t.get("project") for t in tasks if isinstance(t, dict) and t.get("project") is not None), None)
         project = project_of(project_value, "/predict")
         rt.wait_engine(PREDICT_ENGINE_WAIT_S)
+        params = body.get("params") if isinstance(body.get("params"), dict) else {}
+        if not isinstance(params.get("context"), dict):  # a smart-tool click needs SAM only, not the memory
+            wait_for_events(worker.activity, rt.metrics, project, rt.settings.predict_wait, "predict")
         snap = rt.store.snapshot(project)  # reloads here when another process changed the memory
         config = rt.label_config(snap.state, body.get("label_config"))
-        params = body.get("params") if isinstance(body.get("params"), dict) else {}
-        results = backend.predictor.predict_tasks(snap, config, tasks, params.get("context"))
+        with backend.predicts.hold(project):
+            results = backend.predictor.predict_tasks(snap, config, tasks, params.get("context"))
         return jsonify(results=results)
 
     @app.post("/webhook")
@@ -306,17 +324,10 @@ def _register_routes(app: Flask, backend: Backend) -> None:
             response.status_code = 503
             response.headers["Retry-After"] = "5"
             return response
-        return jsonify(status="queued", action=job.action, project=job.project_id)
-
-    @app.route("/versions", methods=["GET", "POST"])
-    def versions():
-        body = json_body(required=False)
-        value = body.get("project") or request.args.get("project")
-        engine = rt.wait_engine(SETUP_ENGINE_WAIT_S)
-        if value in (None, ""):
-            return jsonify(versions=[engine.model_id])
-        snap = rt.store.snapshot(project_of(value, "/versions"))
-        return jsonify(versions=[engine.version_of(snap.memory)])
+        applied = job.project_id is not None and job.action != "START_TRAINING" and \
+            worker.activity.wait_project(job.project_id, rt.settings.webhook_wait)  # LS serves the next task after this
+        rt.metrics.add("webhooks_answered_applied" if applied else "webhooks_answered_queued")
+        return jsonify(status="applied" if applied else "queued", action=job.action, project=job.project_id)
 
     @app.get("/metrics")
     def metrics():
@@ -358,6 +369,7 @@ def _project_gauges(rt: Runtime) -> list[dict]:
     for project in rt.store.projects():
         snap = rt.store.snapshot(project)
         gauges.append({"project": project, "revision": snap.memory.revision, "references": snap.memory.counts(),
+                       **threshold_gauges(rt, snap),
                        "negative_images": len(snap.memory.negative_images),
                        "annotations": len(snap.state.annotations),
                        "model_version": rt.engine().version_of(snap.memory)})

@@ -136,6 +136,30 @@ class LabelStudioAPI:
     def task_annotations(self, task_id: int) -> list[dict]:
         return self._json("GET", f"/api/tasks/{int(task_id)}/annotations/") or []
 
+    def annotations_of(self, task: dict) -> list[dict]:
+        """A listed task's annotations with their results (read one by one where the list left them out)."""
+        annotations = task.get("annotations")
+        if not isinstance(annotations, list):
+            if not task.get("total_annotations") and not task.get("cancelled_annotations"):
+                return []
+            try:
+                annotations = self.task_annotations(task["id"])
+            except LabelStudioAPIError as exc:
+                log.error("task %s: cannot list its annotations: %s", task.get("id"), exc)
+                return []
+        full = []
+        for annotation in annotations:
+            if not isinstance(annotation, dict) or not isinstance(annotation.get("id"), int) or \
+                    isinstance(annotation.get("id"), bool):
+                continue
+            if "result" not in annotation:  # a list view without results: read the annotation itself
+                annotation = self.get_annotation(annotation["id"]) or {}
+                if not annotation:
+                    continue
+            annotation.setdefault("task", task.get("id"))
+            full.append(annotation)
+        return full
+
     def iter_tasks(self, project_id: int, page_size: int = 100) -> Iterator[dict]:
         """All tasks of a project with their annotations and predictions (`fields=all`), page by page."""
         page, seen = 1, 0
@@ -159,6 +183,35 @@ class LabelStudioAPI:
     def create_prediction(self, task_id: int, result: list[dict], score: float, model_version: str) -> dict:
         return self._json("POST", "/api/predictions/", json={"task": int(task_id), "result": result,
                                                               "score": float(score), "model_version": model_version})
+
+    def update_prediction(self, prediction_id: int, result: list[dict], score: float, model_version: str
+                          ) -> dict | None:
+        """Replace a prediction's content in place (its id, which annotations name as parent_prediction, stays);
+        None when it no longer exists."""
+        return self._json("PATCH", f"/api/predictions/{int(prediction_id)}/", allow_404=True,
+                          json={"result": result, "score": float(score), "model_version": model_version})
+
+    def delete_prediction(self, prediction_id: int) -> None:
+        response = self.request("DELETE", f"/api/predictions/{int(prediction_id)}/")
+        if response.status_code not in (200, 204, 404):
+            raise LabelStudioAPIError(f"DELETE /api/predictions/{prediction_id}/: HTTP {response.status_code} "
+                                      f"{response.text[:300]}", response.status_code)
+
+    def get_prediction(self, prediction_id: int) -> dict | None:
+        return self._json("GET", f"/api/predictions/{int(prediction_id)}/", allow_404=True)
+
+    def unlabelled_tasks(self, project_id: int, limit: int) -> list[dict]:
+        """The first `limit` tasks nobody has annotated, by id (Label Studio's sequential label-stream order),
+        with their predictions, through the data-manager list (which never calls /predict)."""
+        query = {"filters": {"conjunction": "and", "items": [
+            {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0},
+            {"filter": "filter:tasks:cancelled_annotations", "operator": "equal", "type": "Number", "value": 0}]},
+            "ordering": ["tasks:id"]}
+        body = self._json("GET", "/api/tasks/", params={"project": int(project_id), "fields": "all",
+                                                       "page": 1, "page_size": max(1, int(limit)),
+                                                       "query": json.dumps(query)})
+        tasks = body.get("tasks", []) if isinstance(body, dict) else (body or [])
+        return [t for t in tasks if isinstance(t, dict) and not t.get("total_annotations")][:limit]
 
 
 def _default_port(scheme: str) -> int:

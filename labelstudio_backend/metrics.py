@@ -50,6 +50,7 @@ class Metrics:
         lines.append(f"ntt_queue_length {gauges.get('queue_length', 0)}")
         lines.append("# TYPE ntt_memory_revision gauge")
         lines.append("# TYPE ntt_references gauge")
+        lines.append("# TYPE ntt_score_threshold gauge")
         for project in gauges.get("projects", []):
             pid = project["project"]
             if project["revision"] is None:  # the engine is not loaded yet
@@ -58,4 +59,22 @@ class Metrics:
             for label, count in project["references"].items():
                 safe = label.replace("\\", "\\\\").replace('"', '\\"')
                 lines.append(f'ntt_references{{project="{pid}",label="{safe}"}} {count}')
+            for label, value in project.get("thresholds", {}).items():
+                safe = label.replace("\\", "\\\\").replace('"', '\\"')
+                lines.append(f'ntt_score_threshold{{project="{pid}",label="{safe}"}} {value:.4f}')
         return "\n".join(lines) + "\n"
+
+
+def threshold_gauges(rt: Any, snap: Any) -> dict[str, Any]:
+    """A project's per-class score thresholds for /metrics: every class with references, and where they come from
+    (calibration_state.py)."""
+    from .calibration_state import threshold_source
+
+    thresholds = rt.thresholds(snap.state)
+    labels = sorted(set(snap.memory.counts()) | set(thresholds.per_class))
+    negatives = sum(1 for entries in [snap.memory.entries(r) for r in snap.memory.reference_ids()
+                                      if r not in snap.memory.negative_images] for e in entries if e.negative)
+    return {"thresholds": {label: round(thresholds.of(label), 4) for label in labels},
+            "threshold_source": threshold_source(snap.state, rt.settings.score_threshold),
+            "calibration_observations": sum(len(r.observations or []) for r in snap.state.annotations.values()),
+            "correction_negatives": negatives}

@@ -120,6 +120,28 @@ class PendingMarkers:
                 os.close(fd)
         return claimed
 
+    def others_live(self, project: int) -> bool:
+        """True while another live process holds unapplied events of `project` (its marker is locked)."""
+        if not self.enabled:
+            return False
+        mine = self.path(project).name
+        for path in (self.model_dir / DIRECTORY).glob(f"{int(project)}.*"):
+            if path.name == mine or path.name.endswith(".new"):
+                continue
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True  # locked: its process is alive and has not applied its events yet
+            else:
+                fcntl.flock(fd, fcntl.LOCK_UN)  # a dead process's marker: /setup claims it (resync)
+            finally:
+                os.close(fd)
+        return False
+
     def close(self) -> None:
         with self._lock:
             for project, (fd, _) in list(self._held.items()):

@@ -1,7 +1,7 @@
 """Tasks → Label Studio predictions, and interactive (smart tool) prompts → SAM masks.
 
-One prediction per task, in order: {"result": [...], "score": mean instance score, "model_version": ...}, with a
-region per instance for every output control whose labels include the instance's label (BrushLabels → brush RLE,
+One prediction per task, in order: {"result": [...], "score": the memory's certainty about the image (task_score.py:
+low = label it next), "model_version": ...}, with a region per instance for every output control whose labels include the instance's label (BrushLabels → brush RLE,
 PolygonLabels → polygon, RectangleLabels → box). A task whose image cannot be read gets an empty prediction and a log
 line; the batch goes on.
 """
@@ -18,9 +18,11 @@ from ntt_engine import Engine, PromptSet
 
 from .images import ImageFetchError
 from .label_config import LabelConfig
+from .learning import instance_prefix
 from .projects import ProjectSnapshot
 from .regions import RegionError, instance_regions, percent, rectangle_to_box
 from .runtime import Runtime
+from .task_score import Thresholds, shown, task_certainty
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +51,15 @@ class Predictor:
             interactive = self.interactive(engine, config, tasks[0], context, version)
             if interactive is not None:
                 return [interactive] + [empty_prediction(version) for _ in tasks[1:]]
-        threshold = self.rt.score_threshold(snap.state)
-        return [self.predict_task(engine, snap, config, task, threshold, version) for task in tasks]
+        thresholds = self.rt.thresholds(snap.state)
+        return [self.predict_task(engine, snap, config, task, thresholds, version) for task in tasks]
 
     def predict_task(self, engine: Engine, snap: ProjectSnapshot, config: LabelConfig, task: Any,
-                     threshold: float, version: str, strict: bool = False) -> dict:
-        """`strict`: raise ImageFetchError for an unreadable image instead of answering an empty prediction."""
+                     thresholds: Thresholds | float, version: str, strict: bool = False) -> dict:
+        """`thresholds`: per class (or one float for all). `strict`: raise ImageFetchError for an unreadable image
+        instead of answering an empty prediction."""
+        if not isinstance(thresholds, Thresholds):
+            thresholds = Thresholds(float(thresholds))
         if not isinstance(task, dict):
             log.warning("a task that is not an object; empty prediction")
             return empty_prediction(version)
@@ -66,7 +71,7 @@ class Predictor:
             return empty_prediction(version)
         started = time.perf_counter()
         try:
-            instances = engine.predict(image, score_threshold=threshold, memory=snap.memory)
+            candidates = engine.predict(image, score_threshold=thresholds.floor, memory=snap.memory)
         except Exception:  # noqa: BLE001 - one bad image must not fail the whole batch
             log.exception("task %s: prediction failed; empty prediction", task_id)
             self.rt.metrics.add("predict_errors")
@@ -74,18 +79,19 @@ class Predictor:
         self.rt.metrics.time("predict", time.perf_counter() - started)
         outputs = config.outputs
         result, scores = [], []
-        for instance in instances:
+        for instance in shown(candidates, thresholds):
             controls = [c for c in outputs if instance.label in c.labels]
             if not controls:
                 continue  # a label removed from the config since it was learnt
             scores.append(instance.score)
-            for control in controls:
-                result += instance_regions(control, instance.label, instance.mask, instance.bbox, instance.score)
+            regions = [r for control in controls
+                       for r in instance_regions(control, instance.label, instance.mask, instance.bbox, instance.score)]
+            prefix = instance_prefix()  # one object: Label Studio keeps these ids when the annotator accepts it
+            result += [{**region, "id": f"{prefix}-{k}"} for k, region in enumerate(regions)]
         self.rt.metrics.add("predictions")
         self.rt.metrics.add("predicted_instances", len(scores))
         log.debug("task %s: %d instance(s) in %.2f s", task_id, len(scores), time.perf_counter() - started)
-        return {"result": result, "score": round(float(np.mean(scores)), 4) if scores else 0.0,
-                "model_version": version}
+        return {"result": result, "score": task_certainty(candidates, thresholds), "model_version": version}
 
     def _image(self, config: LabelConfig, task: dict, strict: bool = False) -> np.ndarray | None:
         data = task.get("data") if isinstance(task.get("data"), dict) else {}

@@ -1,6 +1,14 @@
 """Bulk pre-labelling of a whole project through the Label Studio API, for projects too big for "Retrieve
 predictions" (which Label Studio runs synchronously with a 100 s timeout).
 
+Order (`order`): "id" (Label Studio's sequential order), or "useful": the tasks that are most useful to label
+first: unlabelled before labelled; among them those never predicted by this engine (unknown to the memory), then by
+the score of this engine's latest prediction on them, lowest first (the memory's certainty about the image, task_score.py): with a `limit`, the most
+useful tasks get their predictions first.
+
+Like the background refresh (refresher.py), an unlabelled task's stale prediction of this engine is replaced in
+place; labelled tasks get a new prediction and keep their old ones (annotations may name them as their parent).
+
 Resumable: only tasks without a prediction of the current model_version are predicted, and each prediction is
 uploaded (POST /api/predictions/) as soon as it is made, so an interrupted run continues where it stopped. Tasks
 whose image cannot be read are reported and left for the next run. With `use_ray`, Ray actors (one engine each)
@@ -21,11 +29,14 @@ from .images import ImageFetchError
 from .label_config import LabelConfig, parse_label_config
 from .predictions import Predictor
 from .projects import ProjectSnapshot, ProjectState
+from .refresher import own_version_pattern
 from .runtime import Runtime
 from .settings import Settings
 from .sync import Synchronizer
 
 log = logging.getLogger(__name__)
+
+ORDERS = ("id", "useful")
 
 
 @dataclass
@@ -34,6 +45,7 @@ class PrelabelStats:
     already_current: int = 0
     predicted: int = 0
     uploaded: int = 0
+    replaced: int = 0  # of the uploaded: an own stale prediction of an unlabelled task replaced in place
     failed: int = 0
     model_version: str = ""
     errors: list[str] = field(default_factory=list)
@@ -42,6 +54,12 @@ class PrelabelStats:
 def _lean(task: dict) -> dict:
     """Only what prediction needs: keeps a big project's task list small."""
     return {"id": task.get("id"), "data": task.get("data"), "project": task.get("project")}
+
+
+def _last_own_score(predictions: list[dict], own) -> float | None:
+    mine = [p for p in predictions if own.match(str(p.get("model_version", ""))) and
+            isinstance(p.get("score"), (int, float))]
+    return float(max(mine, key=lambda p: p.get("id") or 0)["score"]) if mine else None
 
 
 def _batches(items: list[dict], size: int) -> Iterator[list[dict]]:
@@ -55,11 +73,11 @@ def predict_batch(runtime: Runtime, snap: ProjectSnapshot, config: LabelConfig, 
     engine = runtime.engine()
     predictor = Predictor(runtime)
     version = engine.version_of(snap.memory)
-    threshold = runtime.score_threshold(snap.state)
+    thresholds = runtime.thresholds(snap.state)
     out = []
     for task in tasks:
         try:
-            out.append((task["id"], predictor.predict_task(engine, snap, config, task, threshold, version,
+            out.append((task["id"], predictor.predict_task(engine, snap, config, task, thresholds, version,
                                                            strict=True), None))
         except ImageFetchError as exc:
             out.append((task["id"], None, str(exc)))
@@ -68,7 +86,10 @@ def predict_batch(runtime: Runtime, snap: ProjectSnapshot, config: LabelConfig, 
 
 def prelabel(settings: Settings, project_id: int, batch_size: int = 8, use_ray: bool = False,
              ray_address: str | None = None, actors: int | None = None, limit: int | None = None,
-             sync: bool = True, progress: bool = True, runtime: Runtime | None = None) -> PrelabelStats:
+             sync: bool = True, progress: bool = True, runtime: Runtime | None = None, order: str = "id"
+             ) -> PrelabelStats:
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
     rt = runtime or Runtime(settings.replace(preload=False))
     if rt.api is None:
         raise SystemExit("prelabel needs LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (a personal access token)")
@@ -87,16 +108,26 @@ def prelabel(settings: Settings, project_id: int, batch_size: int = 8, use_ray: 
     if len(snap.memory) == 0:
         log.warning("project %d has no references yet: label a few images first", project_id)
 
-    todo = []
+    todo, certainty, stale = [], {}, {}
+    own = own_version_pattern(rt.engine())
     for task in rt.api.iter_tasks(project_id):
         stats.tasks += 1
-        predictions = task.get("predictions") or []
-        if any(isinstance(p, dict) and p.get("model_version") == version for p in predictions):
+        predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict)]
+        if any(p.get("model_version") == version for p in predictions):
             stats.already_current += 1
             continue
         todo.append(_lean(task))
-        if limit is not None and len(todo) >= limit:
+        labelled = bool(task.get("total_annotations") or task.get("annotations") or task.get("cancelled_annotations"))
+        certainty[task.get("id")] = (labelled, _last_own_score(predictions, own))
+        if not labelled:  # as the refresh does: an unlabelled task's own stale predictions are replaced
+            stale[task.get("id")] = sorted((p for p in predictions if isinstance(p.get("id"), int) and
+                                            own.match(str(p.get("model_version", "")))), key=lambda p: p["id"])
+        if order == "id" and limit is not None and len(todo) >= limit:
             break
+    if order == "useful":  # unlabelled first; among them never predicted (None), then the least certain
+        todo.sort(key=lambda t: (certainty[t["id"]][0], certainty[t["id"]][1] is not None,
+                                 certainty[t["id"]][1] or 0.0, t["id"] or 0))
+        todo = todo[:limit] if limit is not None else todo
     log.info("project %d: %d task(s), %d already predicted by %s, %d to do", project_id, stats.tasks,
              stats.already_current, version, len(todo))
 
@@ -113,10 +144,22 @@ def prelabel(settings: Settings, project_id: int, batch_size: int = 8, use_ray: 
                 log.error("task %s: %s (left for the next run)", task_id, error)
                 continue
             stats.predicted += 1
-            rt.api.create_prediction(task_id, prediction["result"], prediction["score"], prediction["model_version"])
+            _upload(rt, task_id, prediction, stale.get(task_id) or [], stats)
             stats.uploaded += 1
     bar.close()
     return stats
+
+
+def _upload(rt: Runtime, task_id: int, prediction: dict, mine: list[dict], stats: PrelabelStats) -> None:
+    """The newest own stale prediction of an unlabelled task is replaced in place (its id stays valid for an open
+    editor), older own ones are deleted; otherwise a new prediction."""
+    args = (prediction["result"], prediction["score"], prediction["model_version"])
+    if mine and rt.api.update_prediction(mine[-1]["id"], *args) is not None:
+        stats.replaced += 1
+        for older in mine[:-1]:
+            rt.api.delete_prediction(older["id"])
+        return
+    rt.api.create_prediction(task_id, *args)
 
 
 def _ray_results(settings: Settings, snap: ProjectSnapshot, config: LabelConfig, batches: list[list[dict]],

@@ -17,7 +17,9 @@ from .label_config import LabelConfig, LabelConfigError, parse_label_config
 from .ls_api import LabelStudioAPI
 from .metrics import Metrics
 from .projects import ProjectState, ProjectStore
+from .calibration_state import DEFAULT_THRESHOLD, explicit_threshold, project_thresholds
 from .settings import Settings
+from .task_score import Thresholds
 
 log = logging.getLogger(__name__)
 
@@ -133,4 +135,10 @@ class Runtime:
         return parse_label_config(state.label_config)
 
     def score_threshold(self, state: ProjectState) -> float:
-        return self.settings.score_threshold if state.score_threshold is None else state.score_threshold
+        """The one explicit threshold (extra_params, else NTT_SCORE_THRESHOLD), else the calibration default."""
+        explicit = explicit_threshold(state, self.settings.score_threshold)
+        return DEFAULT_THRESHOLD if explicit is None else explicit
+
+    def thresholds(self, state: ProjectState) -> Thresholds:
+        """Per class: calibrated from the project's corrections unless a threshold is set explicitly."""
+        return project_thresholds(state, self.settings.score_threshold)

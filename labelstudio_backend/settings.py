@@ -66,7 +66,10 @@ class Settings:
     preset: str = "fast"
     config_file: Path | None = None  # NTT_CONFIG: JSON {"preset": ..., overrides}; wins over NTT_PRESET
     device: str | None = None  # NTT_DEVICE overrides the config's device ("cpu", "cuda", "auto")
-    score_threshold: float = 0.5  # default per project; /setup extra_params {"score_threshold": x} overrides
+    # NTT_SCORE_THRESHOLD: one threshold for every class of every project; unset (None): per-class thresholds
+    # calibrated from corrections (calibration_state.py, 0.5 until a class has observations). /setup
+    # extra_params {"score_threshold": x} sets one for a project and wins over both
+    score_threshold: float | None = None
     max_references_per_class: int | None = None
     local_files_root: Path | None = None  # LOCAL_FILES_DOCUMENT_ROOT: read /data/local-files/ from disk
     allowed_hosts: tuple[str, ...] = ()  # extra hosts images may be fetched from; "*.example.com" and "*" work
@@ -82,6 +85,13 @@ class Settings:
     max_pending_predicts: int | None = None
     malloc_arenas: int = 2  # NTT_MALLOC_ARENAS: glibc malloc arenas per process (0: glibc's default, 8 per core)
     test_write_pause: float = 0.0  # NTT_TEST_WRITE_PAUSE_S, tests only: pause inside memory writes (crash tests)
+    # freshness (freshness.py, refresher.py): bounded waits for unapplied events, and the background refresh
+    webhook_wait: float = 0.8  # NTT_WEBHOOK_APPLY_WAIT_S: /webhook waits this long for its event (LS waits 1 s)
+    setup_wait: float = 2.0  # NTT_SETUP_WAIT_S: /setup waits for the project's pending events (LS waits 3 s)
+    predict_wait: float = 20.0  # NTT_PREDICT_WAIT_S: /predict likewise (LS waits 100 s)
+    refresh_tasks: int = 20  # NTT_REFRESH_TASKS: tasks re-predicted after each memory change (0: off)
+    learn_from_corrections: bool | None = None  # NTT_LEARN_FROM_CORRECTIONS; None: the engine config's (on)
+    calibrate_leave_one_out: bool = True  # NTT_CALIBRATE_LEAVE_ONE_OUT: observations from hand-drawn references
 
     @property
     def auth_enabled(self) -> bool:
@@ -116,7 +126,7 @@ class Settings:
             preset=_first(env, "NTT_PRESET", default="fast"),
             config_file=Path(config) if config else None,
             device=_first(env, "NTT_DEVICE") or None,
-            score_threshold=_float(env, "NTT_SCORE_THRESHOLD", 0.5),
+            score_threshold=_float(env, "NTT_SCORE_THRESHOLD", None),
             max_references_per_class=_int(env, "NTT_MAX_REFERENCES_PER_CLASS", None),
             local_files_root=Path(root) if root else None,
             allowed_hosts=hosts,
@@ -130,6 +140,12 @@ class Settings:
             max_pending_predicts=_int(env, "NTT_MAX_PENDING_PREDICTS", None),
             malloc_arenas=_int(env, "NTT_MALLOC_ARENAS", 2),
             test_write_pause=_float(env, "NTT_TEST_WRITE_PAUSE_S", 0.0),
+            webhook_wait=_float(env, "NTT_WEBHOOK_APPLY_WAIT_S", 0.8),
+            setup_wait=_float(env, "NTT_SETUP_WAIT_S", 2.0),
+            predict_wait=_float(env, "NTT_PREDICT_WAIT_S", 20.0),
+            refresh_tasks=_int(env, "NTT_REFRESH_TASKS", 20),
+            learn_from_corrections=_bool(env, "NTT_LEARN_FROM_CORRECTIONS", None),
+            calibrate_leave_one_out=_bool(env, "NTT_CALIBRATE_LEAVE_ONE_OUT", True),
         )
         values.update(overrides)
         settings = cls(**values)
@@ -144,7 +160,7 @@ class Settings:
             raise SettingsError(f"LABEL_STUDIO_URL must start with http:// or https://, got {self.label_studio_url!r}")
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise SettingsError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
-        if not 0.0 <= self.score_threshold <= 1.0:
+        if self.score_threshold is not None and not 0.0 <= self.score_threshold <= 1.0:
             raise SettingsError(f"NTT_SCORE_THRESHOLD must be in [0, 1], got {self.score_threshold}")
         if self.max_references_per_class is not None and self.max_references_per_class < 1:
             raise SettingsError("NTT_MAX_REFERENCES_PER_CLASS must be >= 1")
@@ -152,6 +168,10 @@ class Settings:
             raise SettingsError("NTT_DOWNLOAD_MAX_BYTES and NTT_DOWNLOAD_TIMEOUT must be positive")
         if self.max_pending_predicts is not None and self.max_pending_predicts < 1:
             raise SettingsError("NTT_MAX_PENDING_PREDICTS must be >= 1")
+        if min(self.webhook_wait, self.setup_wait, self.predict_wait) < 0:
+            raise SettingsError("NTT_WEBHOOK_APPLY_WAIT_S, NTT_SETUP_WAIT_S and NTT_PREDICT_WAIT_S must be >= 0")
+        if self.refresh_tasks < 0:
+            raise SettingsError("NTT_REFRESH_TASKS must be >= 0 (0 turns the refresh off)")
         if self.test_write_pause < 0:
             raise SettingsError("NTT_TEST_WRITE_PAUSE_S must be >= 0")
 
@@ -163,4 +183,6 @@ class Settings:
             changes["device"] = self.device
         if self.max_references_per_class is not None:
             changes["max_references_per_class"] = self.max_references_per_class
+        if self.learn_from_corrections is not None:
+            changes["learn_from_corrections"] = self.learn_from_corrections
         return dataclasses.replace(config, **changes) if changes else config

@@ -27,15 +27,16 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ntt_engine import Engine, PromptSet, ReferenceError
+from ntt_engine import Engine
 from ntt_engine.memory import MemoryEntry
 
 from .events import ANNOTATION_ACTIONS, DELETE_ACTIONS, RESYNC_ACTIONS, SYNC, SyncJob
 from .images import ImageFetchError
 from .label_config import LabelConfig, LabelConfigError, parse_label_config
-from .ls_api import LabelStudioAPIError
+from .learning import IdRegion, Learned, learn, parse_regions
 from .projects import AnnotationRecord, ProjectSnapshot, ref_id
-from .regions import ParsedAnnotation, parse_annotation
+from .refresher import own_version_pattern
+from .regions import GEOMETRY_TYPES
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,11 @@ class Prepared:
     updated_at: str | None
     cancelled: bool = False
     image: np.ndarray | None = None
-    parsed: ParsedAnnotation | None = None
-    entries: list[MemoryEntry] = field(default_factory=list)  # pooled outside the lock
+    annotation: dict = field(default_factory=dict)
+    task: dict | None = None
+    regions: list[IdRegion] = field(default_factory=list)
+    has_geometry: bool = False  # False: the annotation marks nothing on the image (a negative)
+    learned: Learned = field(default_factory=Learned)  # pooled outside the lock (learning.py)
 
 
 class Synchronizer:
@@ -200,7 +204,7 @@ class Synchronizer:
             return
         engine = self.rt.engine()
         for item in prepared:
-            self._pool(engine, item)
+            self._pool(engine, item, config, project_id)
         with self.rt.store.edit(project_id) as snap:
             if not snap.state.label_config:
                 snap.state.label_config = config.xml
@@ -230,31 +234,29 @@ class Synchronizer:
                       annotation_id, task_id, exc)
             self.rt.metrics.add("image_errors")
             return None
-        item.parsed = parse_annotation(annotation.get("result"), config, item.image.shape[:2])
-        for reason in item.parsed.skipped:
+        item.annotation, item.task = annotation, task
+        item.regions, skipped = parse_regions(annotation.get("result"), config, item.image.shape[:2])
+        item.has_geometry = any(isinstance(r, dict) and r.get("type") in GEOMETRY_TYPES for r in annotation["result"])
+        for reason in skipped:
             log.warning("annotation %d: skipped %s", annotation_id, reason)
-        self.rt.metrics.add("regions_skipped", len(item.parsed.skipped))
+        self.rt.metrics.add("regions_skipped", len(skipped))
         return item
 
-    def _pool(self, engine: Engine, item: Prepared) -> None:
-        """Regions → memory entries, not yet stored (SAM for boxes, the encoder for every mask)."""
-        if item.cancelled or not item.parsed.has_geometry:
+    def _pool(self, engine: Engine, item: Prepared, config: LabelConfig, project_id: int) -> None:
+        """Regions → memory entries and calibration observations, not yet stored (learning.py)."""
+        if item.cancelled or not item.has_geometry or not item.regions:
             return
-        masks, labels = self._masks(engine, item)
-        if not masks:
-            return
-        try:
-            item.entries = engine.pool_reference(item.image, labels, masks=masks)
-            return
-        except ReferenceError as exc:
-            if len(masks) == 1:
-                log.warning("annotation %d: region skipped: %s", item.annotation_id, exc)
-                return
-        for index, (mask, label) in enumerate(zip(masks, labels)):
-            try:  # one at a time, so that one unusable region does not sink the others
-                item.entries += engine.pool_reference(item.image, [label], masks=[mask])
-            except ReferenceError as exc:
-                log.warning("annotation %d: region %d (%s) skipped: %s", item.annotation_id, index, label, exc)
+        memory = self.rt.store.snapshot(project_id).memory
+        item.learned = learn(engine, item.image, config, item.annotation, item.task, item.regions, memory,
+                             ref_id(item.annotation_id), own_version_pattern(engine),
+                             self.rt.api.get_prediction if self.rt.api is not None else None,
+                             self._learns_from_corrections(engine), self.rt.settings.calibrate_leave_one_out)
+        self.rt.metrics.add("regions_merged", item.learned.merged)
+        self.rt.metrics.add("correction_negatives", item.learned.negatives)
+
+    def _learns_from_corrections(self, engine: Engine) -> bool:
+        switch = self.rt.settings.learn_from_corrections  # NTT_LEARN_FROM_CORRECTIONS, else the engine config's
+        return engine.config.learn_from_corrections if switch is None else switch
 
     def _store(self, engine: Engine, snap: ProjectSnapshot, item: Prepared) -> None:
         key, ref = str(item.annotation_id), ref_id(item.annotation_id)
@@ -274,7 +276,8 @@ class Synchronizer:
                 log.info("annotation %d was cancelled (skipped): nothing to learn", item.annotation_id)
             return
         record = AnnotationRecord(item.task_id, "none", [], 0, item.updated_at)
-        if not item.parsed.has_geometry:
+        entries = item.learned.entries
+        if not item.has_geometry:
             record.kind = "negative"
             if _same_negative(engine, snap, ref, previous, item.updated_at):
                 log.info("annotation %d: already a negative image; memory revision stays %d", item.annotation_id,
@@ -283,38 +286,27 @@ class Synchronizer:
             else:
                 engine.add_negative(ref, item.image, memory=snap.memory)
                 self.rt.metrics.add("negatives_added")
-        elif item.entries:
-            labels = sorted({entry.label for entry in item.entries})
-            record.kind, record.labels, record.regions = "reference", labels, len(item.entries)
-            if _same_entries(snap.memory, ref, item.entries):
+        elif entries:
+            labels = sorted({entry.label for entry in entries if not entry.negative})
+            record.kind, record.labels, record.regions = "reference", labels, item.learned.references
+            record.negatives, record.source = item.learned.negatives, item.learned.source
+            record.observations = [[o.label, round(float(o.score), 5), bool(o.correct)]
+                                   for o in item.learned.observations]
+            record.missed = dict(item.learned.missed)
+            if _same_entries(snap.memory, ref, entries):
                 log.info("annotation %d: unchanged (%d reference(s) %s); memory revision stays %d",
-                         item.annotation_id, len(item.entries), labels, snap.memory.revision)
+                         item.annotation_id, item.learned.references, labels, snap.memory.revision)
                 self.rt.metrics.add("events_unchanged")
             else:
-                snap.memory.set_reference(ref, item.entries)
-                log.info("annotation %d: %d reference(s) %s -> memory revision %d", item.annotation_id,
-                         len(item.entries), labels, snap.memory.revision)
-                self.rt.metrics.add("references_added", len(item.entries))
+                snap.memory.set_reference(ref, entries)
+                log.info("annotation %d: %d reference(s) %s, %d negative example(s) -> memory revision %d",
+                         item.annotation_id, item.learned.references, labels, item.learned.negatives,
+                         snap.memory.revision)
+                self.rt.metrics.add("references_added", item.learned.references)
         elif ref in snap.memory:
             engine.remove_reference(ref, memory=snap.memory)
             log.warning("annotation %d: no usable region left; removed its earlier references", item.annotation_id)
         snap.state.annotations[key] = record
-
-    def _masks(self, engine: Engine, item: Prepared) -> tuple[list[np.ndarray], list[str]]:
-        regions = item.parsed.regions
-        masks = [r.mask for r in regions if r.mask is not None]
-        labels = [r.label for r in regions if r.mask is not None]
-        boxed = [r for r in regions if r.box is not None]
-        if boxed:  # SAM turns each box into a mask
-            found = engine.segment(item.image, PromptSet(boxes=np.array([r.box for r in boxed], np.float32)))
-            for region, instance in zip(boxed, found):
-                if instance.mask.any():
-                    masks.append(instance.mask)
-                    labels.append(region.label)
-                else:
-                    log.warning("annotation %d: SAM found no object in the %s box %s; skipped",
-                                item.annotation_id, region.label, [round(v, 1) for v in region.box])
-        return masks, labels
 
     # ----- full resync -----
     def resync(self, project_id: int) -> dict[str, int]:
@@ -332,7 +324,7 @@ class Synchronizer:
         stats = {"tasks": 0, "annotations": 0, "applied": 0, "removed": 0}
         for task in self.rt.api.iter_tasks(project_id):
             stats["tasks"] += 1
-            for annotation in self._task_annotations(task):
+            for annotation in self.rt.api.annotations_of(task):
                 key = str(annotation.get("id"))
                 seen.add(key)
                 stats["annotations"] += 1
@@ -355,28 +347,6 @@ class Synchronizer:
                  time.perf_counter() - started, stats, self.rt.store.revision(project_id))
         self.rt.metrics.add("resyncs")
         return stats
-
-    def _task_annotations(self, task: dict) -> list[dict]:
-        annotations = task.get("annotations")
-        if not isinstance(annotations, list):
-            if not task.get("total_annotations") and not task.get("cancelled_annotations"):
-                return []
-            try:
-                annotations = self.rt.api.task_annotations(task["id"])
-            except LabelStudioAPIError as exc:
-                log.error("task %s: cannot list its annotations: %s", task.get("id"), exc)
-                return []
-        full = []
-        for annotation in annotations:
-            if not isinstance(annotation, dict) or _int(annotation.get("id")) is None:
-                continue
-            if "result" not in annotation:  # a list view without results: read the annotation itself
-                annotation = self.rt.api.get_annotation(annotation["id"]) or {}
-                if not annotation:
-                    continue
-            annotation.setdefault("task", task.get("id"))
-            full.append(annotation)
-        return full
 
 
 def _same_entries(memory, ref: str, entries: list[MemoryEntry]) -> bool:

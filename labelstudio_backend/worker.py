@@ -7,8 +7,10 @@ import logging
 import queue
 import threading
 import time
+from typing import Callable
 
 from .events import RESYNC_ACTIONS, SYNC, SyncJob
+from .freshness import ProjectActivity
 from .metrics import Metrics
 from .pending import PendingMarkers
 from .sync import Synchronizer
@@ -18,10 +20,12 @@ log = logging.getLogger(__name__)
 
 class SyncWorker:
     def __init__(self, synchronizer: Synchronizer, metrics: Metrics, maxsize: int = 10_000,
-                 markers: PendingMarkers | None = None):
+                 markers: PendingMarkers | None = None, on_change: Callable[[int], None] | None = None):
         self.synchronizer = synchronizer
         self.metrics = metrics
         self.markers = markers
+        self.activity = ProjectActivity(markers)  # /setup, /predict and /webhook wait on it (freshness.py)
+        self.on_change = on_change  # called with the project id after a job changed its memory
         self._queue: queue.Queue[SyncJob | None] = queue.Queue(maxsize=maxsize)
         self._pending_resyncs: set[int] = set()  # coalesce: one queued resync per project is enough
         self._lock = threading.Lock()
@@ -40,11 +44,15 @@ class SyncWorker:
                 return True
             if self.markers is not None:
                 self.markers.hold(job.project_id)
+            if not resync:  # resyncs can take long: nobody waits for them
+                self.activity.hold(job.project_id)
             try:
                 self._queue.put_nowait(job)
             except queue.Full:
                 if self.markers is not None:
                     self.markers.release(job.project_id)
+                if not resync:
+                    self.activity.release(job.project_id)
                 self.metrics.add("events_dropped")
                 return False
             if resync and job.project_id is not None:
@@ -80,14 +88,26 @@ class SyncWorker:
             finally:
                 self._queue.task_done()
 
+    def _revision(self, project_id: int | None) -> int | None:
+        if project_id is None or self.on_change is None:
+            return None
+        try:
+            return self.synchronizer.rt.store.revision(project_id)
+        except Exception:  # noqa: BLE001 - an unreadable project: the job itself reports it
+            return None
+
     def _process(self, job: SyncJob) -> None:
         if job.action in RESYNC_ACTIONS or job.action == SYNC:
             with self._lock:
                 self._pending_resyncs.discard(job.project_id)
         started = time.perf_counter()
+        before = self._revision(job.project_id)
         try:
             self.synchronizer.handle(job)
             self.metrics.add("events_applied")
+            if self.on_change is not None and job.project_id is not None and \
+                    self._revision(job.project_id) != before:
+                self.on_change(job.project_id)
         except Exception:  # noqa: BLE001 - one bad event must not stop the worker
             self.metrics.add("events_failed")
             log.exception("applying %s for project %s failed", job.action, job.project_id)
@@ -95,6 +115,8 @@ class SyncWorker:
         finally:
             if self.markers is not None:
                 self.markers.release(job.project_id)
+            if job.action not in RESYNC_ACTIONS and job.action != SYNC:
+                self.activity.release(job.project_id)
             elapsed = time.perf_counter() - started
             self.metrics.time("sync", elapsed)
             log.debug("%s for project %s done in %.2f s (%.1f s after it arrived)", job.action, job.project_id,

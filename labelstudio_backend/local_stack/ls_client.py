@@ -125,10 +125,17 @@ class LabelStudioAPI:
         self.sync_local_storage(storage["id"])
         if expected is None:
             return self.list_tasks(project)
+        retries = [3]
 
         def enough() -> list[dict] | None:
             tasks = self.list_tasks(project)
-            return tasks if len(tasks) >= expected else None
+            if len(tasks) >= expected:
+                return tasks
+            # with sqlite, a sync that meets another writer fails ("database is locked"): run it again
+            if retries[0] and self.get(f"/api/storages/localfiles/{storage['id']}").get("status") == "failed":
+                retries[0] -= 1
+                self.sync_local_storage(storage["id"])
+            return None
 
         return wait_until(enough, timeout, what=f"{expected} tasks imported into project {project}")
 
@@ -190,6 +197,16 @@ class LabelStudioAPI:
                                                                                               "excluded": []}
         return self.post("/api/dm/actions", {"selectedItems": selected},
                          params={"id": "retrieve_tasks_predictions", "project": project})
+
+    def next_task(self, project: int) -> dict | None:
+        """The label stream's next task for this user, as the editor asks for it (Label Studio calls /setup, and
+        /predict when the task has no prediction of the current model_version); None when none is left."""
+        task = self.get(f"/api/projects/{project}/next", expect=(200, 404))
+        return task if isinstance(task, dict) and task.get("id") else None
+
+    def create_prediction(self, task: int, result: list[dict], model_version: str, score: float = 0.5) -> dict:
+        return self.post("/api/predictions/", {"task": task, "result": result, "model_version": model_version,
+                                               "score": score})
 
     def list_predictions(self, project: int | None = None, task: int | None = None) -> list[dict]:
         params = {k: v for k, v in (("project", project), ("task", task)) if v is not None}

@@ -70,6 +70,10 @@ class LabelStudioServer:
             # LS reports errors to sentry.io by default (and retries while offline): an empty DSN turns that off
             "LABEL_STUDIO_SENTRY_DSN": "",
             "LABEL_STUDIO_FRONTEND_SENTRY_DSN": "",
+            # the Data Manager's "Prediction score" averages predictions of the connected backend's current
+            # model_version with this flag; without it, only those whose model_version is the backend's *title*
+            # (none), so the column stays empty (data_manager/managers.py annotate_predictions_score)
+            "ff_front_dev_1682_model_version_dropdown_070622_short": "true",
         })
         if self.public_host:
             # HOST makes task URLs absolute (http://host/data/local-files/?d=...) and is /setup's `hostname`

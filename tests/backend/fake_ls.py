@@ -60,7 +60,30 @@ class FakeLabelStudio(LabelStudioAPI):
                 yield {**copy.deepcopy(task), "annotations": self.task_annotations(task["id"])}
 
     def create_prediction(self, task_id, result, score, model_version):
-        prediction = {"task": task_id, "result": result, "score": score, "model_version": model_version}
+        prediction = {"id": len(self.predictions) + 1000, "task": task_id, "result": result, "score": score,
+                      "model_version": model_version}
         self.predictions.append(prediction)
         self.tasks[task_id]["predictions"].append(prediction)
         return prediction
+
+    def get_prediction(self, prediction_id):
+        return copy.deepcopy(next((p for p in self.predictions if p.get("id") == prediction_id), None))
+
+    def update_prediction(self, prediction_id, result, score, model_version):
+        self.calls.append(f"update prediction {prediction_id}")
+        prediction = next((p for p in self.predictions if p.get("id") == prediction_id), None)
+        if prediction is not None:
+            prediction.update(result=result, score=score, model_version=model_version)
+        return copy.deepcopy(prediction)
+
+    def delete_prediction(self, prediction_id):
+        self.calls.append(f"delete prediction {prediction_id}")
+        self.predictions = [p for p in self.predictions if p.get("id") != prediction_id]
+        for task in self.tasks.values():
+            task["predictions"] = [p for p in task["predictions"] if p.get("id") != prediction_id]
+
+    def unlabelled_tasks(self, project_id, limit):
+        self.calls.append(f"unlabelled tasks of {project_id}")
+        labelled = {a["task"] for a in self.annotations.values()}
+        return [copy.deepcopy(t) for t in sorted(self.tasks.values(), key=lambda t: t["id"])
+                if t["project"] == project_id and t["id"] not in labelled][:limit]

@@ -26,8 +26,8 @@ def test_predict_batch_one_result_per_task_in_order_matching_the_gt(app, client,
         regions = prediction["result"]
         assert all(r["original_width"] == 160 and r["original_height"] == 120 and r["image_rotation"] == 0
                    for r in regions)
-        assert 0 < prediction["score"] <= 1
-        assert prediction["score"] == pytest.approx(np.mean([r["score"] for r in regions]), abs=1e-3)
+        # the task-level score is the memory's certainty about the image (task_score.py), not a mean
+        assert 0.0 <= prediction["score"] <= 1.0
 
 
 def test_unreadable_image_gives_an_empty_prediction_and_the_batch_goes_on(app, client, dataset):

@@ -40,8 +40,12 @@ def test_prelabel_predicts_what_is_missing_and_resumes(setup):
     assert again.already_current == 6 and again.predicted == 0 and again.failed == 1
 
     ls.annotate(3, list(ls.tasks)[2], [])  # an empty annotation (negative): the memory moves to a new version
-    third = prelabel(settings, 4, limit=2, runtime=runtime, progress=False)
-    assert third.model_version != stats.model_version and third.predicted == 2
+    third = prelabel(settings, 4, limit=4, runtime=runtime, progress=False)
+    assert third.model_version != stats.model_version and third.predicted == 4
+    # the three labelled tasks got a new prediction next to the old; the unlabelled one had its own replaced
+    assert third.replaced == 1
+    versions = [[p["model_version"] for p in ls.tasks[t]["predictions"]] for t in list(ls.tasks)[:4]]
+    assert versions == [[stats.model_version, third.model_version]] * 3 + [[third.model_version]]
 
 
 def test_prelabel_cli_needs_the_api(monkeypatch, tmp_path):
@@ -51,3 +55,21 @@ def test_prelabel_cli_needs_the_api(monkeypatch, tmp_path):
     monkeypatch.setenv("NTT_PRESET", "synthetic")
     with pytest.raises(SystemExit, match="LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY"):
         main(["prelabel", "--project", "4"])
+
+
+def test_prelabel_order_useful_labels_the_most_useful_tasks_first(setup):
+    settings, runtime, ls = setup
+    engine_id = runtime.engine().model_id
+    unlabelled = [t for t in sorted(ls.tasks) if not any(a["task"] == t for a in ls.annotations.values())][:4]
+    # earlier predictions of this engine: the memory was sure of the first two, unsure of the third; the fourth
+    # was never predicted; another model's low score does not count
+    for task, score in zip(unlabelled[:3], (0.9, 0.8, 0.1)):
+        ls.create_prediction(task, [], score, f"{engine_id}.r0")
+    ls.create_prediction(unlabelled[0], [], 0.0, "someone-else-v1")
+    stats = prelabel(settings, 4, runtime=runtime, progress=False, limit=3, order="useful")
+    predicted = [p["task"] for p in ls.predictions if p["model_version"] == stats.model_version]
+    # the never-predicted unlabelled tasks (one of them has a missing image: it fails), then the least certain
+    assert sorted(predicted) == sorted([unlabelled[3], unlabelled[2]]) and stats.failed == 1
+    assert "gone.png" in stats.errors[0] and stats.replaced == 1  # the third's stale prediction, in place
+    with pytest.raises(ValueError, match="order must be one of"):
+        prelabel(settings, 4, runtime=runtime, progress=False, order="random")

@@ -1,0 +1,50 @@
+"""Per-class score thresholds of a project, from the calibration observations its annotations hold.
+
+Each annotation's record in state.json keeps what it says about scores (learning.py): the scores of the
+predictions the annotator kept (correct) or deleted/relabelled (wrong), or, for an annotation drawn from scratch,
+the leave-one-out predictions of its image matched to what was drawn; plus the objects no prediction found. Per
+class, the threshold maximising F1 over all of them is used (ntt_engine.calibration); a class without observations
+uses DEFAULT_THRESHOLD. Deleting an annotation deletes its record, hence its observations. The thresholds derive
+from state.json, which changes together with the memory revision, so model_version moves when they do.
+An explicit threshold wins: the project's extra_params {"score_threshold": x}, else NTT_SCORE_THRESHOLD.
+"""
+from __future__ import annotations
+
+import functools
+
+from ntt_engine.calibration import ScoreObservation, calibrate_thresholds
+
+from .projects import ProjectState
+from .task_score import Thresholds
+
+DEFAULT_THRESHOLD = 0.5
+
+
+def explicit_threshold(state: ProjectState, env_threshold: float | None) -> float | None:
+    return state.score_threshold if state.score_threshold is not None else env_threshold
+
+
+def project_thresholds(state: ProjectState, env_threshold: float | None) -> Thresholds:
+    explicit = explicit_threshold(state, env_threshold)
+    if explicit is not None:
+        return Thresholds(float(explicit))
+    observations, missed = [], {}
+    for record in state.annotations.values():
+        observations += [tuple(o) for o in record.observations or [] if isinstance(o, (list, tuple)) and len(o) == 3]
+        for label, count in (record.missed or {}).items():
+            missed[label] = missed.get(label, 0) + int(count)
+    return Thresholds(DEFAULT_THRESHOLD, _calibrated(tuple(sorted(observations)), tuple(sorted(missed.items()))))
+
+
+@functools.lru_cache(maxsize=256)
+def _calibrated(observations: tuple, missed: tuple) -> dict[str, float]:
+    found = [ScoreObservation(str(label), float(score), bool(correct)) for label, score, correct in observations]
+    return calibrate_thresholds(found, dict(missed), default=DEFAULT_THRESHOLD) if found else {}
+
+
+def threshold_source(state: ProjectState, env_threshold: float | None) -> str:
+    if state.score_threshold is not None:
+        return "extra_params"
+    if env_threshold is not None:
+        return "NTT_SCORE_THRESHOLD"
+    return "calibrated"

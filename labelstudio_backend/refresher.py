@@ -1,0 +1,243 @@
+"""After every memory change, bring the predictions of the tasks annotators open next up to the new model_version.
+
+Why: Label Studio asks /predict only for a task without a prediction of the current version in the label stream,
+and, when a task is opened from the Data Manager, only for a task without any prediction at all; so an
+already-predicted task shows its old prediction there until someone runs "Retrieve predictions".
+
+What (API mode only, one background thread per process, bounded):
+- the first NTT_REFRESH_TASKS tasks nobody has annotated or skipped, by id (the order of Label Studio's sequential
+  label stream; with uncertainty or random sampling the stream picks among the same tasks);
+- a task that already has a prediction of the current version keeps it (older own versions are deleted);
+- else the newest of *this backend's own* predictions on it (model_version = this engine's id + ".r<revision>") is
+  replaced in place (PATCH: its id stays, so an annotator who has the task open can still submit, since the
+  submit names that id as parent_prediction), older own ones are deleted, and a task without one gets a new one;
+- predictions of other models, and tasks with annotations, are never touched;
+- a newer memory change restarts the pass from the first task; while Label Studio runs a /predict of the project
+  (in any process: marker files), the pass waits and starts over, since Label Studio stores that request's
+  predictions itself; two own predictions of the current version on a task (a race with one) keep the newest.
+Several processes of one MODEL_DIR: one refreshes a project at a time (a file lock); the others skip.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from filelock import FileLock, Timeout
+
+from ntt_engine import Engine
+
+from .images import ImageFetchError
+from .label_config import LabelConfigError
+from .freshness import PredictsInFlight
+from .ls_api import LabelStudioAPIError
+from .predictions import Predictor
+from .runtime import EngineUnavailable, Runtime
+
+log = logging.getLogger(__name__)
+
+PREDICT_WAIT_S = 120.0  # at most this long for /predict requests of the project to finish before a pass
+
+
+@dataclass
+class RefreshStats:
+    project: int
+    model_version: str = ""
+    tasks: int = 0
+    current: int = 0  # already carried a prediction of this version
+    updated: int = 0  # own stale prediction replaced in place
+    created: int = 0
+    deleted: int = 0  # older own duplicates
+    failed: int = 0
+    restarted: bool = False  # a newer memory change arrived: the pass starts over
+
+
+def own_version_pattern(engine: Engine) -> re.Pattern:
+    return re.compile(rf"^{re.escape(engine.model_id)}\.r\d+$")
+
+
+class Refresher:
+    def __init__(self, runtime: Runtime, predictor: Predictor, max_tasks: int, predicts: PredictsInFlight):
+        self.rt = runtime
+        self.predictor = predictor
+        self.max_tasks = max_tasks
+        self.predicts = predicts
+        self._wanted: list[int] = []
+        self._condition = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._running = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.rt.api is not None and self.max_tasks > 0
+
+    def start(self) -> None:
+        if self.enabled and (self._thread is None or not self._thread.is_alive()):
+            self._thread = threading.Thread(target=self._run, name="ntt-refresher", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._condition:
+            self._stopping = True
+            self._condition.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def notify(self, project: int) -> None:
+        """The memory of `project` changed: refresh it (again) soon. Never blocks."""
+        if not self.enabled:
+            return
+        with self._condition:
+            if project not in self._wanted:
+                self._wanted.append(project)
+            self._condition.notify_all()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """True once nothing is waiting (tests)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._condition:
+                if not self._wanted and not self._running:
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def _superseded(self, project: int) -> bool:
+        with self._condition:
+            return project in self._wanted
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._wanted and not self._stopping:
+                    self._condition.wait()
+                if self._stopping:
+                    return
+                project = self._wanted.pop(0)
+                self._running = True
+            try:
+                self.refresh(project)
+            except Exception:  # noqa: BLE001 - the refresh is best effort; the next change tries again
+                self.rt.metrics.add("refresh_errors")
+                log.exception("project %d: refreshing predictions failed", project)
+            finally:
+                with self._condition:
+                    self._running = False
+
+    # ----- one pass -----
+    def refresh(self, project: int) -> RefreshStats | None:
+        lock = FileLock(str(self.rt.store.project_dir(project) / ".refresh.lock"), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            log.debug("project %d: another process is refreshing its predictions", project)
+            return None
+        try:
+            return self._refresh(project)
+        finally:
+            lock.release()
+
+    def _refresh(self, project: int) -> RefreshStats:
+        started = time.perf_counter()
+        engine = self.rt.engine()
+        own = own_version_pattern(engine)
+        stats = RefreshStats(project)
+        try:
+            tasks = self.rt.api.unlabelled_tasks(project, self.max_tasks)
+        except LabelStudioAPIError as exc:
+            log.warning("project %d: cannot list the next tasks to refresh their predictions: %s", project, exc)
+            self.rt.metrics.add("refresh_errors")
+            return stats
+        for task in tasks:
+            if self._superseded(project):
+                stats.restarted = True
+                break
+            if self.predicts.busy(project):  # Label Studio is predicting (label stream, Retrieve predictions)
+                self._wait_predicts(project)
+                self.notify(project)  # start over: those tasks now have current predictions
+                stats.restarted = True
+                break
+            snap = self.rt.store.snapshot(project)
+            if len(snap.memory) == 0:
+                break  # nothing learnt (any more): predictions would be empty
+            version = stats.model_version = engine.version_of(snap.memory)
+            stats.tasks += 1
+            mine = _own_predictions(task, own)
+            if any(p["model_version"] == version for p in mine):  # e.g. Label Studio's own /predict made it
+                stats.current += 1
+                self._delete(task["id"], _superseded_by_current(mine, version), stats)
+                continue
+            try:
+                config = self.rt.label_config(snap.state)
+                lean = {"id": task.get("id"), "data": task.get("data"), "project": project}
+                prediction = self.predictor.predict_task(engine, snap, config, lean, self.rt.thresholds(snap.state),
+                                                         version, strict=True)
+                mine = self._reread(project, task["id"], own)  # Label Studio may have predicted it meanwhile
+                if mine is None:
+                    continue  # annotated (or gone) meanwhile: not ours to touch any more
+                if any(p["model_version"] == version for p in mine):
+                    stats.current += 1
+                    self._delete(task["id"], _superseded_by_current(mine, version), stats)
+                    continue
+                self._store(task["id"], mine, prediction, stats)
+            except (ImageFetchError, LabelStudioAPIError, LabelConfigError, EngineUnavailable) as exc:
+                stats.failed += 1
+                log.warning("project %d, task %s: prediction not refreshed: %s", project, task.get("id"), exc)
+        if self._superseded(project):
+            stats.restarted = True
+        self.rt.metrics.add("refresh_passes")
+        self.rt.metrics.add("refresh_predictions_updated", stats.updated)
+        self.rt.metrics.add("refresh_predictions_created", stats.created)
+        self.rt.metrics.add("refresh_predictions_deleted", stats.deleted)
+        self.rt.metrics.time("refresh", time.perf_counter() - started)
+        log.info("project %d: predictions of the next %d task(s) brought to %s in %.1f s (%d already current, %d "
+                 "replaced, %d new, %d older duplicates deleted, %d failed%s)", project, stats.tasks,
+                 stats.model_version or "-", time.perf_counter() - started, stats.current, stats.updated,
+                 stats.created, stats.deleted, stats.failed, "; restarting for a newer memory" if stats.restarted
+                 else "")
+        return stats
+
+    def _store(self, task_id: int, mine: list[dict], prediction: dict, stats: RefreshStats) -> None:
+        api = self.rt.api
+        args = (prediction["result"], prediction["score"], prediction["model_version"])
+        kept = None
+        if mine and api.update_prediction(mine[-1]["id"], *args) is not None:
+            kept = mine[-1]["id"]
+            stats.updated += 1
+        else:
+            api.create_prediction(task_id, *args)
+            stats.created += 1
+        self._delete(task_id, [p for p in mine if p["id"] != kept], stats)
+
+    def _delete(self, task_id: int, predictions: list[dict], stats: RefreshStats) -> None:
+        for older in predictions:
+            try:
+                self.rt.api.delete_prediction(older["id"])
+                stats.deleted += 1
+            except LabelStudioAPIError as exc:
+                log.warning("task %s: cannot delete its stale prediction %s: %s", task_id, older["id"], exc)
+
+    def _reread(self, project: int, task_id: int, own: re.Pattern) -> list[dict] | None:
+        task = self.rt.api.get_task(task_id, project)
+        if task is None or task.get("total_annotations") or task.get("cancelled_annotations"):
+            return None
+        return _own_predictions(task, own)
+
+    def _wait_predicts(self, project: int) -> None:
+        """/predict requests go first; Label Studio stores their predictions itself when they return."""
+        deadline = time.monotonic() + PREDICT_WAIT_S
+        while self.predicts.busy(project) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+def _own_predictions(task: dict, own: re.Pattern) -> list[dict]:
+    """This engine's predictions on a listed task, oldest first."""
+    return sorted((p for p in task.get("predictions") or [] if isinstance(p, dict) and isinstance(p.get("id"), int)
+                   and own.match(str(p.get("model_version", "")))), key=lambda p: p["id"])
+
+
+def _superseded_by_current(mine: list[dict], version: str) -> list[dict]:
+    """All own predictions but the newest of the current version (the one Label Studio served last)."""
+    keep = max((p for p in mine if p["model_version"] == version), key=lambda p: p["id"])
+    return [p for p in mine if p["id"] != keep["id"]]

@@ -1,0 +1,80 @@
+"""/train and /versions: what Label Studio's "Start training", "train on submit" and the model-version list call.
+
+- POST /train: Label Studio 1.23.2 sends START_TRAINING to /webhook (a feature flag on by default); with that flag
+  off, or from older versions, it posts {"annotations": [tasks with annotations], "project": "<id>.<ts>", ...} to
+  /train instead. Both resync the project from Label Studio (API mode); without an API key /train applies the
+  annotations of its body (which is all Label Studio sends).
+- GET /versions: Label Studio sends no body and no query (its GET drops the JSON it means to send), so without a
+  project the answer lists the current model_version (engine id + ".r" + memory revision) of every project this
+  backend holds, the most recently changed first; with ?project= (or a JSON body), that project's.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from flask import Flask, jsonify, request
+
+from .events import ANNOTATION_ACTIONS, SYNC, SyncJob
+
+if TYPE_CHECKING:
+    from .app import Backend
+
+log = logging.getLogger(__name__)
+
+
+def register_loop_routes(app: Flask, backend: "Backend") -> None:
+    from .app import SETUP_ENGINE_WAIT_S, BadRequest, json_body, project_of
+
+    rt, worker = backend.runtime, backend.worker
+
+    @app.post("/train")
+    def train():
+        body = json_body(required=False)
+        project = project_of(body.get("project") or request.args.get("project"), "/train")
+        if rt.api is not None:
+            job = SyncJob(SYNC, project)
+        else:
+            job = _annotations_job(project, body.get("annotations"))
+            if job is None:
+                return jsonify(status="nothing to do", project=project,
+                               message="no annotations in the body, and without LABEL_STUDIO_API_KEY there is "
+                                       "nothing to resync from")
+        if not worker.submit(job):
+            response = jsonify(error="the event queue is full; retry later")
+            response.status_code = 503
+            response.headers["Retry-After"] = "5"
+            return response
+        log.info("project %d: /train -> %s", project, "resync from Label Studio queued" if rt.api is not None
+                 else f"{len(job.annotations)} annotation(s) from the body queued")
+        return jsonify(status="resync queued" if rt.api is not None else "annotations queued", project=project)
+
+    def _annotations_job(project: int, tasks) -> SyncJob | None:
+        if tasks is None:
+            return None
+        if not isinstance(tasks, list):
+            raise BadRequest("/train: 'annotations' must be a list of tasks with their annotations")
+        annotations, by_id = [], {}
+        for task in tasks:
+            if not isinstance(task, dict) or not isinstance(task.get("id"), int):
+                continue
+            by_id[task["id"]] = task
+            for annotation in task.get("annotations") or []:
+                if isinstance(annotation, dict) and isinstance(annotation.get("id"), int):
+                    annotations.append({**annotation, "task": task["id"]})
+        if not annotations:
+            return None
+        return SyncJob(ANNOTATION_ACTIONS[-1], project, tuple(annotations), by_id)
+
+    @app.route("/versions", methods=["GET", "POST"])
+    def versions():
+        body = json_body(required=False)
+        value = body.get("project") or request.args.get("project")
+        engine = rt.wait_engine(SETUP_ENGINE_WAIT_S)
+        if value not in (None, ""):
+            snap = rt.store.snapshot(project_of(value, "/versions"))
+            return jsonify(versions=[engine.version_of(snap.memory)])
+        snaps = sorted((rt.store.snapshot(p) for p in rt.store.projects()), key=lambda s: -s.state.updated_at)
+        listed = list(dict.fromkeys(engine.version_of(s.memory) for s in snaps))
+        return jsonify(versions=listed or [engine.version_of(engine.new_memory())], engine=engine.model_id,
+                       projects={str(s.state.project_id): engine.version_of(s.memory) for s in snaps})

@@ -1,0 +1,158 @@
+"""Issue 10 freshness: bounded waits for pending events, the background refresh of the next tasks' predictions
+(on the in-memory fake Label Studio), the task-level score, /train and /versions."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from labelstudio_backend.freshness import ProjectActivity
+from labelstudio_backend.task_score import Thresholds, shown, task_certainty
+from ntt_engine import Instance
+
+from backend_helpers import annotation_result, created_webhook, learn, send, setup, snap
+from fake_ls import FakeLabelStudio
+
+PROJECT = 4
+
+
+def _instance(label: str, score: float) -> Instance:
+    mask = np.zeros((4, 4), bool)
+    mask[1:3, 1:3] = True
+    return Instance(label, score, mask, (1.0, 1.0, 2.0, 2.0), 1.0)
+
+
+def test_task_certainty_is_low_near_a_threshold_and_without_coverage():
+    thresholds = Thresholds(0.5, {"b": 0.8})
+    assert task_certainty([], thresholds) == 0.0  # nothing the memory recognises: label it next
+    assert task_certainty([_instance("a", 0.1)], thresholds) == 0.0  # far below every threshold: no coverage
+    assert task_certainty([_instance("a", 0.95), _instance("b", 0.99)], thresholds) == 1.0
+    borderline = task_certainty([_instance("a", 0.95), _instance("b", 0.79)], thresholds)  # b just below its 0.8
+    assert 0.0 < borderline < 0.1
+    assert [i.label for i in shown([_instance("a", 0.6), _instance("b", 0.6)], thresholds)] == ["a"]
+    assert thresholds.floor == 0.35
+
+
+def test_activity_waits_until_the_projects_events_are_applied():
+    activity = ProjectActivity()
+    activity.hold(4)
+    started = time.monotonic()
+    assert activity.wait_project(4, 0.2) is False and time.monotonic() - started >= 0.2
+    assert activity.wait_project(5, 0.0) is True  # another project has nothing pending
+    threading.Timer(0.1, activity.release, args=(4,)).start()
+    assert activity.wait_project(4, 5.0) is True
+    assert activity.pending(4) == 0
+
+
+def test_webhook_answers_once_its_event_is_applied(app, client, dataset):
+    image_id = dataset.positive_ids()[0]
+    response = client.post("/webhook", json=created_webhook(dataset, 10, image_id,
+                                                            annotation_result(dataset, image_id)))
+    assert response.json["status"] == "applied"  # Label Studio serves the next task only after this answer
+    assert snap(app).memory.revision == 1
+
+
+def test_setup_waits_for_pending_events_and_reports_the_new_version(app, client, dataset):
+    setup(client)
+    worker = app.extensions["ntt"].worker
+    worker.activity.hold(PROJECT)  # an event accepted but not applied yet
+    threading.Timer(0.3, worker.activity.release, args=(PROJECT,)).start()
+    started = time.monotonic()
+    setup(client)
+    assert time.monotonic() - started >= 0.25
+    assert client.get("/metrics").json["counters"]["fresh_waits_setup"] == 1
+
+
+def _api_app(make_app, ls, **overrides):
+    def use_fake(runtime):
+        runtime.api = ls
+
+    return make_app(runtime_hook=use_fake, label_studio_url="http://ls.test:8080", label_studio_api_key="legacy-token",
+                    **overrides)
+
+
+def test_refresh_replaces_own_stale_predictions_in_place_and_keeps_other_models(make_app, dataset):
+    ls = FakeLabelStudio(dataset)
+    app = _api_app(make_app, ls, refresh_tasks=3)
+    client = app.test_client()
+    for image_id in range(1, 7):
+        ls.add_task(image_id)
+    setup(client)
+    refresher = app.extensions["ntt"].refresher
+    ids = dataset.positive_ids()
+    ls.annotate(10, 100 + ids[0], annotation_result(dataset, ids[0]))
+    send(app, client, {"action": "ANNOTATION_CREATED", "annotation": {"id": 10}, "project": {"id": PROJECT}})
+    assert refresher.wait_idle(30)
+    unlabelled = [t for t in sorted(ls.tasks) if t != 100 + ids[0]][:3]
+    first = {t: [p for p in ls.tasks[t]["predictions"]] for t in unlabelled}
+    assert all(len(p) == 1 for p in first.values()), first
+    version = first[unlabelled[0]][0]["model_version"]
+    assert version.endswith(".r1")
+    ls.create_prediction(unlabelled[0], [], 0.3, "someone-else-v1")  # another model's prediction
+    stale_duplicate = ls.create_prediction(unlabelled[1], [], 0.1, version)  # an older own duplicate
+    # a memory change: everything of ours on the next tasks moves to .r2, in place
+    ls.annotate(11, 100 + ids[1], annotation_result(dataset, ids[1]))
+    send(app, client, {"action": "ANNOTATION_CREATED", "annotation": {"id": 11}, "project": {"id": PROJECT}})
+    assert refresher.wait_idle(30)
+    head = [t for t in sorted(ls.tasks) if t not in (100 + ids[0], 100 + ids[1])][:3]
+    for task in head:
+        own = [p for p in ls.tasks[task]["predictions"] if p["model_version"] != "someone-else-v1"]
+        assert [p["model_version"] for p in own] == [version[:-1] + "2"], (task, own)
+        assert 0.0 <= own[0]["score"] <= 1.0
+    kept = {p["id"] for t in unlabelled for p in first[t]} & {p["id"] for t in head for p in ls.tasks[t]["predictions"]}
+    assert kept, "own predictions are updated in place (same id), not re-created"
+    assert [p["model_version"] for p in ls.tasks[unlabelled[0]]["predictions"]].count("someone-else-v1") == 1
+    # two own predictions on one task: the newest is replaced in place, the older one deleted
+    assert [p["id"] for p in ls.tasks[unlabelled[1]]["predictions"]] == [stale_duplicate["id"]]
+    deleted = [c for c in ls.calls if c.startswith("delete prediction")]
+    assert deleted == [f"delete prediction {first[unlabelled[1]][0]['id']}"]
+    counters = client.get("/metrics").json["counters"]
+    assert counters["refresh_passes"] >= 2 and counters["refresh_predictions_updated"] >= 2
+
+
+def test_train_resyncs_in_api_mode_and_applies_the_body_without_a_key(make_app, dataset):
+    ls = FakeLabelStudio(dataset)
+    app = _api_app(make_app, ls, refresh_tasks=0)
+    client = app.test_client()
+    response = client.post("/train", json={"project": "4.1795614847", "annotations": [], "label_config": "<View/>"})
+    assert response.status_code == 200 and response.json["status"] == "resync queued"
+    assert app.extensions["ntt"].worker.wait_idle(30)
+    assert client.get("/metrics").json["counters"]["resyncs"] == 1
+    assert client.post("/train", json={"annotations": []}).status_code == 400  # no project
+
+    payload_app = make_app(model_dir=app.extensions["ntt"].runtime.settings.model_dir.parent / "payload")
+    payload_client = payload_app.test_client()
+    setup(payload_client)
+    image_id = dataset.positive_ids()[0]
+    task = {"id": 100 + image_id, "data": {"image": dataset.url(image_id)},
+            "annotations": [{"id": 10, "result": annotation_result(dataset, image_id), "was_cancelled": False,
+                             "updated_at": "2026-11-25T13:00:00Z"}]}
+    response = payload_client.post("/train", json={"project": "4.1795614847", "annotations": [task]})
+    assert response.json["status"] == "annotations queued"
+    assert payload_app.extensions["ntt"].worker.wait_idle(30)
+    assert sum(snap(payload_app).memory.counts().values()) == len(dataset.instances(image_id))
+
+
+def test_versions_without_a_project_lists_every_projects_current_version(app, client, dataset):
+    learn(app, client, dataset, kinds=("brush",))
+    version = setup(client)
+    body = client.get("/versions").json  # Label Studio's GET carries no body and no query
+    assert body["versions"] == [version] and body["projects"] == {"4": version}
+    assert version.startswith(body["engine"] + ".r")
+    assert client.get("/versions?project=4").json["versions"] == [version]
+
+
+def test_predicts_in_flight_are_seen_across_processes_through_marker_files(tmp_path, monkeypatch):
+    from labelstudio_backend.freshness import PredictsInFlight
+
+    predicts, other_process = PredictsInFlight(lambda p: tmp_path / str(p)), PredictsInFlight(lambda p: tmp_path / str(p))
+    with predicts.hold(4):  # no project directory yet: nothing is created
+        assert not (tmp_path / "4").exists() and not other_process.busy(4)
+    (tmp_path / "4").mkdir()
+    assert not other_process.busy(4)
+    with predicts.hold(4):
+        assert other_process.busy(4) and not other_process.busy(5)
+    assert other_process.busy(4)  # Label Studio stores the answer's predictions right after it
+    monkeypatch.setattr(PredictsInFlight, "SETTLE_S", 0.0)
+    assert not other_process.busy(4)
