@@ -195,3 +195,27 @@ def test_paper_grid_reaches_the_decoder_as_the_reference_coordinates() -> None:
         frame = to_model_frame(paper_grid(size, 32), size)
         assert frame.dtype == np.float32
         assert set(frame[:, 0].tolist()) == expected and set(frame[:, 1].tolist()) == expected, size
+
+
+def test_engine_hands_reference_crops_to_encode_crop() -> None:
+    """Engine wiring: with crops on, an encoder's `encode_crop` (if it has one) gets the crop; targets use encode."""
+    from ntt_engine import Engine
+    from ntt_engine.backbones.test_backbones import ColourTextureEncoder
+
+    class RecordingEncoder(ColourTextureEncoder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.crops: list[np.ndarray] = []
+
+        def encode_crop(self, crop: np.ndarray) -> PatchFeatures:
+            self.crops.append(crop)
+            return self.encode(crop)
+
+    encoder = RecordingEncoder()
+    engine = Engine(EngineConfig.preset("synthetic", reference_crop=True), encoder=encoder)
+    image = generated_rgb()
+    mask = np.zeros((H, W), bool)
+    mask[40:120, 60:200] = True
+    engine.add_reference("r", image, ["red"], [mask])
+    x0, y0, x1, y1 = reference_crop(mask_to_bbox(mask), H, W)
+    assert len(encoder.crops) == 1 and np.array_equal(encoder.crops[0], image[y0:y1, x0:x1])
