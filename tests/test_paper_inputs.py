@@ -189,12 +189,12 @@ def test_paper_backbones_use_the_reference_recipe() -> None:
 def test_paper_grid_reaches_the_decoder_as_the_reference_coordinates() -> None:
     """linspace(0, 1023, 32) + 0.5 in the 1024 frame, exactly, whatever the image size (the +0.5 of SAM's prompt
     encoder comes after, inside sam2)."""
-    axis = torch.linspace(0, 1023, 32) + 0.5
-    expected = set(axis.tolist())
+    x, y = torch.meshgrid(torch.linspace(0, 1023, 32), torch.linspace(0, 1023, 32), indexing="ij")
+    query_points = torch.stack((x.reshape(-1), y.reshape(-1)), dim=-1) + 0.5  # the reference's, in its order
     for size in ((H, W), (480, 640), (1000, 1), (4096, 3000), (7, 4095)):
         frame = to_model_frame(paper_grid(size, 32), size)
         assert frame.dtype == np.float32
-        assert set(frame[:, 0].tolist()) == expected and set(frame[:, 1].tolist()) == expected, size
+        assert torch.equal(torch.from_numpy(frame), query_points), size
 
 
 def test_engine_hands_reference_crops_to_encode_crop() -> None:
