@@ -160,7 +160,7 @@ class Engine:
                 raise ReferenceError("a reference needs at least one region; use add_negative for an image "
                                      "without any of the classes")
             work_masks = [self._to_work(mask, prepared) for mask in masks]
-            pooled = pool_references(prepared.work, work_masks, list(labels), self._encode,
+            pooled = pool_references(prepared.work, work_masks, list(labels), self._encode_crop,
                                      self.config.reference_crop, self.config.reference_context,
                                      self.config.reference_mask_sampling, lambda: self._whole_features(prepared))
             return [MemoryEntry(p.label, p.vector, level=p.level) for p in pooled]
@@ -283,6 +283,11 @@ class Engine:
     def _encode(self, image: np.ndarray) -> PatchFeatures:
         with self.stage_times.measure("dinov2"):
             return self.encoder.encode(image)
+
+    def _encode_crop(self, crop: np.ndarray) -> PatchFeatures:
+        """A reference crop: encoders may prepare crops differently from whole images (the paper's DINOv2 does)."""
+        with self.stage_times.measure("dinov2"):
+            return getattr(self.encoder, "encode_crop", self.encoder.encode)(crop)
 
     def _whole_features(self, prepared: PreparedImage) -> PatchFeatures:
         analysis = self._analyses.get(prepared.key)

@@ -15,10 +15,13 @@ from .types import PatchFeatures
 
 
 def paper_grid(image_size: tuple[int, int], per_side: int, frame: int = 1024) -> np.ndarray:
-    """The paper's grid, `linspace(0, frame−1, n) + 0.5` in a squashed frame×frame image, in original pixels."""
+    """The paper's grid, `linspace(0, frame−1, n) + 0.5` in a squashed frame×frame image, in original pixels.
+
+    In the reference's order, y varying fastest (its `torch.meshgrid` indexes 'ij' with x first): with a tie in
+    predicted IoU, NMS keeps the earlier prompt."""
     height, width = image_size
     axis = np.linspace(0, frame - 1, per_side) + 0.5
-    xs, ys = np.meshgrid(axis * width / frame, axis * height / frame)
+    xs, ys = np.meshgrid(axis * width / frame, axis * height / frame, indexing="ij")
     return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
 
 

@@ -23,7 +23,11 @@ class FeatureEncoder(Protocol):
     name: str
 
     def encode(self, image: np.ndarray) -> PatchFeatures:
-        """`image` is RGB uint8 [H, W, 3]; the returned grid covers the whole image (see `types`)."""
+        """`image` is RGB uint8 [H, W, 3]; the returned grid covers the whole image (see `types`).
+
+        An encoder may also offer `encode_crop(crop) -> PatchFeatures` for reference crops, when it prepares them
+        differently from whole images (the paper's DINOv2 does, `ntt_engine.inputs`); without it crops use `encode`.
+        """
         ...
 
 

@@ -7,6 +7,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .export import mask_to_bbox
+from .inputs import reference_crop_box
 from .pooling import pool_reference_with_level
 from .types import PatchFeatures
 
@@ -20,17 +21,6 @@ class PooledReference:
     label: str
     vector: np.ndarray  # [C] float32
     level: float  # self-similarity level (see pooling.pool_reference_with_level)
-
-
-def context_crop(bbox_xywh: Sequence[float], image_size: tuple[int, int], context: float) -> tuple[int, int, int, int]:
-    """Square of side max(w, h)·(1 + context) around the box centre, clipped to the image → (x0, y0, x1, y1)."""
-    x, y, w, h = bbox_xywh
-    height, width = image_size
-    cx, cy = x + w / 2, y + h / 2
-    half = max(w, h) * (1 + context) / 2
-    x0, y0 = max(0, int(np.floor(cx - half))), max(0, int(np.floor(cy - half)))
-    x1, y1 = min(width, int(np.ceil(cx + half))), min(height, int(np.ceil(cy + half)))
-    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
 def check_masks(masks: Sequence[np.ndarray], labels: Sequence[str], image_size: tuple[int, int]) -> list[np.ndarray]:
@@ -54,12 +44,12 @@ def check_masks(masks: Sequence[np.ndarray], labels: Sequence[str], image_size: 
 def pool_references(image: np.ndarray, masks: Sequence[np.ndarray], labels: Sequence[str],
                     encode: Callable[[np.ndarray], PatchFeatures], crop: bool, context: float, sampling: str,
                     whole_image_features: Callable[[], PatchFeatures]) -> list[PooledReference]:
-    """One raw pooled vector per mask. `crop`: encode a context crop per instance (paper); otherwise pool the
-    whole-image features (one forward per image, or none when the engine has them cached)."""
+    """One raw pooled vector per mask. `crop`: encode a context crop per instance with `encode` (paper); otherwise
+    pool the whole-image features (one forward per image, or none when the engine has them cached)."""
     pooled = []
     for i, (mask, label) in enumerate(zip(masks, labels)):
         if crop:
-            x0, y0, x1, y1 = context_crop(mask_to_bbox(mask), mask.shape, context)
+            x0, y0, x1, y1 = reference_crop_box(mask_to_bbox(mask), mask.shape, context)
             features = encode(np.ascontiguousarray(image[y0:y1, x0:x1]))
             pooled_mask = pool_reference_with_level(features, mask[y0:y1, x0:x1], sampling)
         else:

@@ -23,3 +23,20 @@ def test_fast_preset_on_random_weights_runs_end_to_end(caplog):
     assert all(inst.label == "thing" and np.isfinite(inst.score) for inst in instances)
     assert all(inst.mask.shape == (120, 160) for inst in instances)
     assert engine.model_version.startswith("fast-")
+
+
+def test_paper_preset_with_reference_inputs_runs_end_to_end():
+    config = EngineConfig.preset("paper", random_weights=True, proposer="sam2.1_hiera_tiny", encoder="dinov2_vits14",
+                                 points_per_side=3)
+    engine = Engine(config)
+    assert engine.proposer.points_batch_size == 16  # CPU: batches of 16 (bit-identical to the reference's 256 here)
+    assert "+reference-inputs" in engine.encoder.name and "+reference-inputs" in engine.proposer.name
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (121, 163, 3), dtype=np.uint8)
+    mask = np.zeros((121, 163), bool)
+    mask[30:80, 40:120] = True
+    engine.add_reference("r", image, ["thing"], [mask])  # an object crop through encode_crop
+    instances = engine.predict(image)
+    assert engine.analyse(image).prompts_used == 9
+    assert all(inst.label == "thing" and inst.mask.shape == (121, 163) for inst in instances)
+    assert engine.model_version.startswith("paper-")

@@ -30,7 +30,8 @@ def build_encoder(config: EngineConfig) -> FeatureEncoder:
         config.encoder_checkpoint or config.encoder, sha256=config.encoder_sha256, config_key="encoder_checkpoint")
     return DinoV2Encoder(config.encoder, checkpoint, input_size=config.encoder_input_size,
                          device=pick_device(config.device), random_weights=config.random_weights,
-                         checkpoint_sha256=config.encoder_sha256, precision=config.precision)
+                         checkpoint_sha256=config.encoder_sha256, precision=config.precision,
+                         input_recipe=config.input_recipe)
 
 
 def build_proposer(config: EngineConfig) -> ProposalGenerator:
@@ -44,4 +45,5 @@ def build_proposer(config: EngineConfig) -> ProposalGenerator:
     return Sam2ProposalGenerator(config.proposer, checkpoint, device=device,
                                  points_batch_size=config.decoder_batch(device),
                                  add_no_mem_embed=config.add_no_mem_embed, random_weights=config.random_weights,
-                                 checkpoint_sha256=config.proposer_sha256, precision=config.precision)
+                                 checkpoint_sha256=config.proposer_sha256, precision=config.precision,
+                                 input_recipe=config.input_recipe)

@@ -15,17 +15,16 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
-from PIL import Image
 from timm.models.vision_transformer import checkpoint_filter_fn
 
 from .precision import autocast_for
+from .. import inputs
 from ..checkpoints import CheckpointError, describe_mismatch, weights_id
+from ..inputs import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported: tests and callers import them here)
 from ..types import PatchFeatures
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PATCH_SIZE = 14
 RANDOM_SEED = 0
 RANDOM_WARNING = "RANDOM WEIGHTS: predictions are meaningless, smoke tests only"
@@ -58,11 +57,14 @@ def load_state_dict_file(path: Path, expected: str) -> dict[str, torch.Tensor]:
 
 
 class DinoV2Encoder:
-    """FeatureEncoder: the image squashed to input_size², patch tokens after the final norm → [h, w, C]."""
+    """FeatureEncoder: the image squashed to input_size², patch tokens after the final norm → [h, w, C].
+
+    `input_recipe` picks how pixels become the input tensor (see `ntt_engine.inputs`); "reference" also treats
+    reference crops differently from whole targets (`encode_crop`), as the reference implementation does."""
 
     def __init__(self, model_name: str, checkpoint: Path | None, input_size: int = 518, device: str = "cpu",
                  random_weights: bool = False, checkpoint_sha256: str | None = None,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", input_recipe: str = "sam2") -> None:
         if model_name not in TIMM_ARCHS:
             raise ValueError(f"unknown DINOv2 model {model_name!r}; choose one of {', '.join(TIMM_ARCHS)}")
         if input_size % PATCH_SIZE:
@@ -71,6 +73,7 @@ class DinoV2Encoder:
             raise ValueError(f"{model_name}: a checkpoint is required unless random_weights=True")
         self.model_name = model_name
         self.input_size = input_size
+        self.input_recipe = inputs.check_recipe(input_recipe)
         self.device = torch.device(device)
         self.precision = precision
         autocast_for(self.device, precision)  # validates the value early
@@ -88,11 +91,10 @@ class DinoV2Encoder:
             self._load(path, f"{model_name} ({arch})")
             weights = weights_id(path, checkpoint_sha256)
         self.model.eval().to(self.device)
-        # input_size is part of the name: features at another resolution are not interchangeable
-        self.name = f"{model_name}@{input_size}:{weights}"
+        # input size and recipe are part of the name: features from other inputs are not interchangeable
+        recipe = "" if input_recipe == "sam2" else f"+{input_recipe}-inputs"
+        self.name = f"{model_name}@{input_size}{recipe}:{weights}"
         self.num_prefix_tokens = int(self.model.num_prefix_tokens)  # CLS + registers, dropped from the output
-        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(3, 1, 1)
 
     def _load(self, path: Path, expected: str) -> None:
         raw = load_state_dict_file(path, expected)
@@ -113,15 +115,25 @@ class DinoV2Encoder:
         return side, side
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        """uint8 [H, W, 3] → normalised [1, 3, S, S]; PIL bicubic squash as in the reference (ALGORITHM.md §1)."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
-        resized = Image.fromarray(image).resize((self.input_size, self.input_size), Image.BICUBIC)
-        x = torch.from_numpy(np.asarray(resized).copy()).to(self.device).permute(2, 0, 1).float().div_(255.0)
-        return ((x - self._mean) / self._std).unsqueeze(0)
+        """Whole target image, uint8 [H, W, 3] → normalised [1, 3, S, S] (ALGORITHM.md §1, §4.1)."""
+        if self.input_recipe == "reference":
+            return inputs.reference_dinov2_target_input(image, self.input_size, self.device)
+        return inputs.sam2_dinov2_input(image, self.input_size, self.device)
+
+    def preprocess_crop(self, crop: np.ndarray) -> torch.Tensor:
+        """Reference crop, uint8 [h, w, 3] → normalised [1, 3, S, S] (ALGORITHM.md §2.1)."""
+        if self.input_recipe == "reference":
+            return inputs.reference_dinov2_crop_input(crop, self.input_size, self.device)
+        return inputs.sam2_dinov2_input(crop, self.input_size, self.device)
 
     def encode(self, image: np.ndarray) -> PatchFeatures:
-        x = self.preprocess(image)
+        return self._forward(self.preprocess(image), image)
+
+    def encode_crop(self, crop: np.ndarray) -> PatchFeatures:
+        """Features of a reference crop; the grid covers the whole crop."""
+        return self._forward(self.preprocess_crop(crop), crop)
+
+    def _forward(self, x: torch.Tensor, image: np.ndarray) -> PatchFeatures:
         with torch.inference_mode(), autocast_for(self.device, self.precision):
             tokens = self.model.forward_features(x)  # [1, prefix + h·w, C], after the final norm
         h, w = self.grid_size

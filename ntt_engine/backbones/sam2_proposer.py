@@ -18,6 +18,7 @@ from sam2.build_sam import build_sam2
 from sam2.utils.transforms import SAM2Transforms
 
 from .precision import autocast_for
+from .. import inputs
 from ..checkpoints import CheckpointError, describe_mismatch, weights_id
 from ..types import PromptSet, Proposals
 
@@ -35,10 +36,13 @@ BOX_LABELS = (2, 3)  # SAM's point labels for a box's top-left and bottom-right 
 
 
 def to_model_frame(points_xy: np.ndarray, image_size: tuple[int, int], resolution: int = 1024) -> np.ndarray:
-    """Original-pixel (x, y) → the squashed resolution² input frame: x·R/W, y·R/H (SAM2's transform_coords)."""
+    """Original-pixel (x, y) → the squashed resolution² input frame: x·R/W, y·R/H (SAM2's transform_coords).
+
+    In float64, multiply first: the paper grid's points (33k + ½)·W/1024 come back as exactly 33k + ½, the
+    reference's own prompt coordinates (a float32 product with R/W would be off by an ulp)."""
     h, w = image_size
-    pts = np.asarray(points_xy, dtype=np.float32).reshape(-1, 2)
-    return pts * np.array([resolution / w, resolution / h], dtype=np.float32)
+    pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+    return (pts * resolution / np.array([w, h], dtype=np.float64)).astype(np.float32)
 
 
 def from_model_frame(points_xy: np.ndarray, image_size: tuple[int, int], resolution: int = 1024) -> np.ndarray:
@@ -65,7 +69,7 @@ class Sam2ProposalGenerator:
 
     def __init__(self, model_name: str, checkpoint: Path | None, device: str = "cpu", points_batch_size: int = 64,
                  add_no_mem_embed: bool = False, random_weights: bool = False,
-                 checkpoint_sha256: str | None = None, precision: str = "fp32") -> None:
+                 checkpoint_sha256: str | None = None, precision: str = "fp32", input_recipe: str = "sam2") -> None:
         if model_name not in SAM2_CONFIGS:
             raise ValueError(f"unknown SAM2 model {model_name!r}; choose one of {', '.join(SAM2_CONFIGS)}")
         if points_batch_size < 1:
@@ -78,6 +82,7 @@ class Sam2ProposalGenerator:
         autocast_for(self.device, precision)  # validates the value early
         self.points_batch_size = points_batch_size
         self.add_no_mem_embed = add_no_mem_embed
+        self.input_recipe = inputs.check_recipe(input_recipe)
         config = SAM2_CONFIGS[model_name]
 
         if random_weights:
@@ -91,7 +96,8 @@ class Sam2ProposalGenerator:
             self.model = self._build(config, path)
             weights = weights_id(path, checkpoint_sha256)
         self.model.eval()
-        self.name = f"{model_name}{'+nomem' if add_no_mem_embed else ''}:{weights}"
+        recipe = "" if input_recipe == "sam2" else f"+{input_recipe}-inputs"
+        self.name = f"{model_name}{'+nomem' if add_no_mem_embed else ''}{recipe}:{weights}"
         self.resolution = int(self.model.image_size)
         self._transforms = SAM2Transforms(resolution=self.resolution, mask_threshold=0.0)
         decoder = self.model.sam_mask_decoder
@@ -130,11 +136,16 @@ class Sam2ProposalGenerator:
         return describe_mismatch(reference, state) or None
 
     # ------------------------------------------------------------------ image encoder
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 [H, W, 3] → the normalised resolution² input [1, 3, R, R] on the model's device."""
+        inputs.check_rgb(image)
+        if self.input_recipe == "reference":  # PIL bicubic squash, ÷255, mean/std (ALGORITHM.md §3.1)
+            return inputs.reference_sam2_input(image, self.device, self.resolution)
+        # sam2's own transforms: torchvision bilinear squash (antialiased), then mean/std
+        return self._transforms.transforms(self._transforms.to_tensor(image).to(self.device))[None]
+
     def embed(self, image: np.ndarray) -> Sam2Embedding:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
-        # squash to resolution² (torchvision bilinear, antialiased) + ImageNet mean/std, on the model's device
-        x = self._transforms.transforms(self._transforms.to_tensor(image).to(self.device))[None]
+        x = self.preprocess(image)
         with torch.inference_mode(), autocast_for(self.device, self.precision):
             out = self.model.forward_image(x)  # also applies conv_s0 / conv_s1 to the two high-res levels
             s0, s1, embed = out["backbone_fpn"][-3:]
@@ -166,7 +177,8 @@ class Sam2ProposalGenerator:
     def _decode_best(self, emb: Sam2Embedding, coords: torch.Tensor, labels: torch.Tensor, multimask: bool,
                      min_quality: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`predict_masks` restructured so the expensive mask upscaling (≈40 % of the decoder) runs only for the
-        prompts that pass the quality gate, and only the chosen token's mask is formed. Same math, same outputs.
+        prompts that pass the quality gate, and only the chosen token's mask is kept. Same operations in the same
+        order on the rows it keeps: bit-identical to `_decode` on a CPU (`tests/test_sam2_exact_speedups.py`).
 
         Returns (logits [k, 256, 256], quality [k], kept row indices [k])."""
         m = self.model
@@ -200,14 +212,14 @@ class Sam2ProposalGenerator:
             upscaled = act2(dc2(upscaled) + feat_s0)
         else:
             upscaled = decoder.output_upscaling(upscale_src)
-        chosen = best[keep]
-        hyper = torch.empty((keep.numel(), upscaled.shape[1]), device=iou.device, dtype=upscaled.dtype)
-        for token in torch.unique(chosen).tolist():  # each token has its own hypernetwork MLP
-            sel = chosen == token
-            hyper[sel] = decoder.output_hypernetworks_mlps[token](mask_tokens_out[keep[sel], token, :])
+        # every token's hypernetwork on the whole batch, then one [k, 4, c] @ [k, c, h·w] product, as predict_masks
+        # forms them: the chosen token's logits come out bit-identical to the straightforward decode. (CPU GEMMs
+        # of < 4 rows, or a [k, 1, c] product, sum in another order: ~1e-7 apart.) Both are cheap next to upscaling.
+        hyper = torch.stack([mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)],
+                            dim=1)[keep]
         k, uc, uh, uw = upscaled.shape
-        logits = (hyper.unsqueeze(1) @ upscaled.view(k, uc, uh * uw)).view(k, uh, uw)
-        return logits, quality[keep], keep
+        logits = (hyper @ upscaled.view(k, uc, uh * uw))[torch.arange(k, device=iou.device), best[keep]]
+        return logits.view(k, uh, uw), quality[keep], keep
 
     def _run(self, emb: Sam2Embedding, coords: torch.Tensor, labels: torch.Tensor, multimask: bool,
              min_quality: float | None = None) -> Proposals:
