@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MAX_BLOCKS = 250_000  # a hand-drawn mask has a few blocks per row; 250k is a noise mask of 600x800, ~1 s
+MAX_BLOCKS = 250_000  # a hand-drawn mask has a few blocks per row; 250k is a 600x800 noise mask, < 1 s
 
 
 class BrushRleError(ValueError):
@@ -40,22 +40,30 @@ def decode_brush_values(data: bytes, expected: int, max_blocks: int = MAX_BLOCKS
         raise BrushRleError(f"brush rle uses {word}-bit words; a brush mask has byte values (8 bits at most)")
     sizes = [read(4) + 1 for _ in range(4)]
     weights = (1 << np.arange(word - 1, -1, -1)).astype(np.uint16)
+    word_mask = (1 << word) - 1
+    padded = data + bytes(8)
     out = np.zeros(expected, np.uint8)
     index = blocks = 0
     while index < expected:
         blocks += 1
         if blocks > max_blocks:
             raise BrushRleError(f"brush rle has more than {max_blocks} blocks; refused as too costly to decode")
-        repeat = read(1)
-        run = read(sizes[read(2)]) + 1
-        if repeat:  # a run past the end is cut there, as Label Studio's own decoders do
-            out[index:index + run] = read(word)
-        else:
-            if index + run > expected:
-                raise BrushRleError(f"brush rle is corrupt: {run} literal values pass the end of {expected}")
-            end = position + run * word
-            if end > total:
+        # one 40-bit window holds a whole block header (1 + 2 + 16 bits) and a repeat's word (8 bits at most)
+        byte = position >> 3
+        window = int.from_bytes(padded[byte:byte + 5], "big")
+        top = 40 - (position & 7)  # bits of the window from `position` on
+        size = sizes[(window >> (top - 3)) & 3]
+        run = ((window >> (top - 3 - size)) & ((1 << size) - 1)) + 1
+        if (window >> (top - 1)) & 1:  # a repeat; a run past the end is cut there, as Label Studio's decoders do
+            position += 3 + size + word
+            if position > total:
                 raise BrushRleError("brush rle is corrupt: it ends in the middle of a block")
+            out[index:index + run] = (window >> (top - 3 - size - word)) & word_mask
+        else:
+            position += 3 + size
+            end = position + run * word
+            if index + run > expected or end > total:
+                raise BrushRleError(f"brush rle is corrupt: a literal block of {run} values passes its end")
             out[index:index + run] = bits[position:end].reshape(run, word) @ weights
             position = end
         index += run
