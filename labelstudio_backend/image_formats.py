@@ -15,10 +15,12 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP", "TIFF")  # MPO: p
 def check_image_format(source: bytes | Path) -> None:
     """Raise ImageLoadError unless `source` is one of ALLOWED_FORMATS. Only the header is read: Pillow's open() is
     lazy, and with `formats` it never hands the file to another plugin."""
+    Image.init()  # registers every plugin: `formats` may only name registered ones
+    formats = [name for name in ALLOWED_FORMATS if name in Image.OPEN]
     stream = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
     with stream:
         try:
-            with Image.open(stream, formats=ALLOWED_FORMATS):
+            with Image.open(stream, formats=formats):
                 return
         except UnidentifiedImageError:
             raise ImageLoadError(f"cannot decode image: not an allowed image format "

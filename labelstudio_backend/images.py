@@ -166,7 +166,7 @@ class ImageLoader:
             return load_image(source, max_pixels)
         except ImageLoadError as exc:
             raise ImageFetchError(f"{_short(url)}: {exc}") from exc
-        except (OSError, ValueError, RuntimeError) as exc:  # a file that changed under us, a decoder's own error
+        except Exception as exc:  # noqa: BLE001 - a file that changed under us, a decoder's own error: one task's
             raise ImageFetchError(f"{_short(url)}: cannot read the image: {type(exc).__name__}: {exc}") from exc
 
     def read(self, url: str, task_id: int | None = None) -> bytes | Path:
