@@ -3,6 +3,7 @@ plugin it has, EPS among them, which runs Ghostscript where it is installed, on 
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -18,10 +19,13 @@ def check_image_format(source: bytes | Path) -> None:
     Image.init()  # registers every plugin: `formats` may only name registered ones
     formats = [name for name in ALLOWED_FORMATS if name in Image.OPEN]
     stream = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-    with stream:
+    with stream, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # load_image applies the pixel limit
         try:
             with Image.open(stream, formats=formats):
                 return
+        except Image.DecompressionBombError as exc:
+            raise ImageLoadError(f"image is too large ({exc})") from None
         except UnidentifiedImageError:
             raise ImageLoadError(f"cannot decode image: not an allowed image format "
                                  f"({', '.join(ALLOWED_FORMATS)})") from None

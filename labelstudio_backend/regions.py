@@ -205,12 +205,13 @@ def parse_region(item: dict, config: LabelConfig, image_size: tuple[int, int]) -
         ow, oh = item.get("original_width"), item.get("original_height")
         if not (isinstance(ow, int) and isinstance(oh, int) and ow > 0 and oh > 0):
             raise RegionError("brush region lacks original_width/original_height")
-        if ow * oh > MAX_BRUSH_SCALE * width * height or not _same_aspect(ow, oh, width, height):
+        if ow * oh > MAX_BRUSH_SCALE * width * height:
             # decoding allocates original_width x original_height x 4 bytes: a small RLE claiming a huge canvas
-            # would be a memory bomb, so the claimed size must be that of the image (rotated or rescaled a little);
-            # a canvas of another shape would be stretched onto the image
+            # would be a memory bomb, so the claimed size must be that of the image (rotated or rescaled a little)
             raise RegionError(f"brush region claims a {ow}x{oh} image, the task's image is {width}x{height}")
         mask = decode_brush(value.get("rle"), ow, oh)
+        if not _same_aspect(ow, oh, width, height):  # a canvas of another shape would be stretched onto the image
+            raise RegionError(f"brush region claims a {ow}x{oh} image, the task's image is {width}x{height}")
         if (oh, ow) != (height, width):  # e.g. an EXIF-rotated file: map the mask onto the loaded image
             mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
         if not mask.any():

@@ -40,7 +40,8 @@ def test_round2_api_mode_resyncs_around_bad_tasks_and_bounds_reads(tmp_path, rel
 
     def resync_skips_bad_tasks() -> list[str]:
         assert call(backend, "POST", "/setup", json=setup_body()).status_code == 200
-        m = wait_idle(backend, lambda m: m["counters"].get("resyncs", 0) >= 1, timeout=300, what="the first resync")
+        wait_idle(backend, lambda m: m["counters"].get("resyncs", 0) + m["counters"].get("events_failed", 0) >= 1,
+                  timeout=300, what="the first resync to end")
         synced = len(load_memory(model_dir).reference_ids())
         problems = [] if synced == good else [f"{synced} of {ANNOTATIONS} annotations synced, {good} expected"]
         assert call(backend, "POST", "/setup", json=setup_body()).status_code == 200
