@@ -3,9 +3,9 @@ in one run on this machine, each in its own subprocess so that its peak RSS is i
 
     python benchmarks/bench_brush_decode.py
 
-Inputs: a hand-drawn-like mask (one blob) and a noise mask at 2000x2000, and the hostile RLE at the backend's new
-limit (4 MiB of 1-value blocks), which the bounded decoder refuses after MAX_BLOCKS blocks. Prints seconds, peak RSS
-and the ratios.
+Inputs: a hand-drawn-like mask (one disc) at 2000x2000, a noise mask at 800x600 (the worst an editor could draw, within
+the block bound), and the hostile RLE at the backend's new limit on a 2000x2000 canvas (4 MiB of 1-value blocks),
+which the bounded decoder refuses after MAX_BLOCKS blocks. Prints seconds, peak RSS and the ratios.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "reliability"))
 
-SIZE = 2000
+SIZES = {"blob": (2000, 2000), "noise": (600, 800), "hostile": (2000, 2000)}  # (height, width)
 
 
 def measure(decoder: str, kind: str) -> dict:
@@ -32,16 +32,14 @@ def measure(decoder: str, kind: str) -> dict:
     from labelstudio_backend.regions import encode_brush
     from round2_helpers import rle_many_blocks
 
+    height, width = SIZES[kind]
     if kind == "hostile":
-        rle = rle_many_blocks(SIZE, SIZE, 4 * 1024 * 1024)
+        rle = rle_many_blocks(width, height, 4 * 1024 * 1024)
+    elif kind == "blob":
+        yy, xx = np.ogrid[:height, :width]
+        rle = encode_brush((yy - 900) ** 2 + (xx - 1100) ** 2 < 600 ** 2)
     else:
-        mask = np.zeros((SIZE, SIZE), bool)
-        if kind == "blob":
-            yy, xx = np.ogrid[:SIZE, :SIZE]
-            mask = (yy - 900) ** 2 + (xx - 1100) ** 2 < 600 ** 2
-        else:
-            mask = np.random.default_rng(0).random((SIZE, SIZE)) > 0.5
-        rle = encode_brush(mask)
+        rle = encode_brush(np.random.default_rng(0).random((height, width)) > 0.5)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
     outcome = "decoded"
@@ -49,7 +47,7 @@ def measure(decoder: str, kind: str) -> dict:
         if decoder == "sdk":
             brush.decode_rle(rle)
         else:
-            decode_brush_values(bytes(rle), SIZE * SIZE * 4)
+            decode_brush_values(bytes(rle), height * width * 4)
     except BrushRleError as exc:
         outcome = f"refused ({exc})"
     seconds = time.perf_counter() - started
