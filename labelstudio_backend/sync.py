@@ -15,7 +15,8 @@ Rules (one memory reference id per annotation, f"annotation:{id}"):
   one malformed annotation or task (a bad image URL, `data` that is not an object...) is skipped with a log line and
   never costs the other annotations of its event or resync.
 With an API key, an event naming more than MAX_EVENT_IDS annotations is not read id by id (one forged webhook would
-cost thousands of Label Studio reads): it becomes one resync of its project, coalesced with any queued one.
+cost thousands of Label Studio reads): it becomes one incremental resync of its project (paged task reads, bounded by
+what Label Studio really holds; unchanged annotations are not recomputed).
 Several worker processes may apply one annotation's events out of order: an event older (updated_at) than what the
 memory holds, and any event about a deleted annotation (tombstones in state.json), are ignored.
 With LABEL_STUDIO_API_KEY set, webhook payloads are only notifications: annotations, tasks and the label config
