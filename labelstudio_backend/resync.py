@@ -29,12 +29,15 @@ class FullResync:
         """Bring the project's memory in line with every annotation Label Studio holds (incremental: unchanged
         annotations, by updated_at, are not recomputed)."""
         started = time.perf_counter()
-        config = self._api_config(project_id)  # first: nothing is created for a project Label Studio does not have
+        stored = self.rt.store.exists(project_id)
+        # a stored project is marked at once, so that a /setup meanwhile does not queue a second resync; one not
+        # stored yet only once Label Studio confirms it exists (a forged START_TRAINING creates nothing)
+        known = self._mark_started(project_id) if stored else {}
+        config = self._api_config(project_id)
         if config is None:
             return {}
-        with self.rt.store.edit(project_id) as snap:
-            snap.state.sync_started_at = time.time()
-            known = {k: v.updated_at for k, v in snap.state.annotations.items()}
+        if not stored:
+            known = self._mark_started(project_id)
         seen: set[str] = set()
         todo: list[tuple[dict, dict]] = []
         stats = {"tasks": 0, "annotations": 0, "applied": 0, "removed": 0}
@@ -66,6 +69,12 @@ class FullResync:
                  time.perf_counter() - started, stats, self.rt.store.revision(project_id))
         self.rt.metrics.add("resyncs")
         return stats
+
+    def _mark_started(self, project_id: int) -> dict[str, str | None]:
+        """Record that a resync started; the known annotations' updated_at."""
+        with self.rt.store.edit(project_id) as snap:
+            snap.state.sync_started_at = time.time()
+            return {k: v.updated_at for k, v in snap.state.annotations.items()}
 
     def _task_annotations(self, task: dict) -> list[dict]:
         annotations = task.get("annotations")
