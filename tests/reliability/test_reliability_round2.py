@@ -207,9 +207,10 @@ def _cases(backend, ds, model_dir: Path, ls, marker: Path) -> list[Case]:
         return problems + ([] if "annotation:302" in load_memory(model_dir, 7) else ["no write after it"])
 
     def queue_bounded_in_bytes() -> list[str]:
-        busy = created_webhook(ds, 303, img_c, single_region(ds, img_c))
-        busy["task"]["data"]["image"] = "/data/upload/slow.png"  # holds the worker for 12 s
-        post("/webhook", json=busy)
+        for annotation_id in (303, 304):  # each holds the worker for 12 s
+            busy = created_webhook(ds, annotation_id, img_c, single_region(ds, img_c))
+            busy["task"]["data"]["image"] = f"/data/upload/slow.png?n={annotation_id}"  # not the loader's cache
+            post("/webhook", json=busy)
         pad = "x" * (8 * MiB)
         answers = []
         for n in range(6):
