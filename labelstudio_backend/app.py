@@ -14,14 +14,14 @@ once (default THREADS - 2: one runs, the others wait for the engine) and answers
 Basic auth (BASIC_AUTH_USER/PASS) guards every route but /health, and /webhook too unless LABEL_STUDIO_API_KEY is
 set: then webhook payloads are never trusted (the worker re-reads everything from the API) and Label Studio's
 auto-created webhook, which carries no credentials, still gets through.
+Bodies are bounded per route (ROUTE_MAX_BYTES; /webhook: NTT_WEBHOOK_MAX_BYTES), answered 413 above it, and JSON
+nested deeper than strict_json.MAX_DEPTH is a 400.
 """
 from __future__ import annotations
 
 import hmac
-import json
 import logging
-import math
-import threading
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +29,12 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from . import strict_json
+from .admission import Admission
 from .events import SYNC, EventError, SyncJob, parse_webhook
 from .freshness import PredictsInFlight, wait_for_events
+from .label_config import LabelConfigError, parse_label_config
 from .metrics import threshold_gauges
-from .label_config import LabelConfigError
 from .pending import PendingMarkers
 from .predictions import Predictor
 from .projects import ProjectError, parse_project_id
@@ -48,44 +50,15 @@ log = logging.getLogger(__name__)
 MODEL_CLASS = "NoTimeToTrain"
 SETUP_ENGINE_WAIT_S = 2.0  # Label Studio gives /setup 3 s
 PREDICT_ENGINE_WAIT_S = 60.0  # and /predict 100 s
+MiB = 1024 * 1024
+# body limits per endpoint (/webhook: settings.webhook_max_bytes); /setup carries one label config, /predict the
+# tasks of one batch (their data holds URLs, not images)
+ROUTE_MAX_BYTES = {"setup": 1 * MiB, "predict": 64 * MiB, "versions": 1 * MiB}
+DEFAULT_MAX_BYTES = 1 * MiB
 
 
 class BadRequest(ValueError):
     """Answered as 400 {"error": message}."""
-
-
-class Admission:
-    """A bounded admission queue: at most `slots` requests inside at once; the others are turned away at once with
-    an estimate of when to come back (Retry-After), instead of piling up in the server's accept queue until Label
-    Studio's timeout."""
-
-    def __init__(self, slots: int):
-        self.slots = slots
-        self._lock = threading.Lock()
-        self._inside = 0
-        self._mean_s: float | None = None  # moving average of one admitted request's duration
-
-    def try_enter(self) -> bool:
-        with self._lock:
-            if self._inside >= self.slots:
-                return False
-            self._inside += 1
-            return True
-
-    def leave(self, seconds: float) -> None:
-        with self._lock:
-            self._inside -= 1
-            self._mean_s = seconds if self._mean_s is None else 0.8 * self._mean_s + 0.2 * seconds
-
-    @property
-    def inside(self) -> int:
-        return self._inside
-
-    def retry_after(self) -> int:
-        """Seconds until a slot is likely free: the queue ahead, served one at a time by the engine."""
-        with self._lock:
-            per_request = self._mean_s if self._mean_s is not None else 2.0
-            return int(min(120, max(1, math.ceil(per_request * max(1, self._inside) / max(1, self.slots)))))
 
 
 @dataclass
@@ -119,7 +92,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     predicts = PredictsInFlight(rt.store.project_dir)
     refresher = Refresher(rt, predictor, settings.refresh_tasks, predicts)
     worker = SyncWorker(synchronizer, rt.metrics, settings.queue_size,
-                        PendingMarkers(settings.model_dir, enabled=rt.api is not None), on_change=refresher.notify)
+                        PendingMarkers(settings.model_dir, enabled=rt.api is not None), settings.queue_max_bytes,
+                        on_change=refresher.notify)
     worker.start()
     refresher.start()
     backend = Backend(rt, worker, synchronizer, predictor, admission, refresher, predicts)
@@ -131,7 +105,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
                     "change the memory")
 
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = 256 * 1024 * 1024  # brush RLEs of big images are large
+    app.config["MAX_CONTENT_LENGTH"] = max([settings.webhook_max_bytes, *ROUTE_MAX_BYTES.values()])  # per route below
     app.extensions["ntt"] = backend
     _register_hooks(app, backend)
     _register_routes(app, backend)
@@ -146,6 +120,9 @@ def _register_hooks(app: Flask, backend: Backend) -> None:
     @app.before_request
     def authenticate() -> Response | None:
         g.started = time.perf_counter()
+        # before anything reads the body: werkzeug answers 413 past it, declared or streamed
+        request.max_content_length = settings.webhook_max_bytes if request.endpoint == "webhook" else \
+            ROUTE_MAX_BYTES.get(request.endpoint, DEFAULT_MAX_BYTES)
         if not settings.auth_enabled or request.endpoint == "health":
             return None
         if request.endpoint == "webhook" and settings.label_studio_api_key:
@@ -208,8 +185,8 @@ def json_body(required: bool = True) -> dict:
             raise BadRequest("the request needs a JSON object body")
         return {}
     try:
-        body = json.loads(request.get_data(cache=True))
-    except ValueError as exc:
+        body = strict_json.loads(request.get_data(cache=True))
+    except strict_json.JsonError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest("the JSON body must be an object")
@@ -229,9 +206,9 @@ def extra_params(value: Any) -> dict:
         return {}
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except ValueError:
-            raise BadRequest(f"extra_params is not valid JSON: {value[:100]!r}") from None
+            value = strict_json.loads(value)
+        except strict_json.JsonError as exc:
+            raise BadRequest(f"extra_params is not valid JSON ({exc}): {value[:100]!r}") from None
     if not isinstance(value, dict):
         raise BadRequest("extra_params must be a JSON object, e.g. {\"score_threshold\": 0.6}")
     threshold = value.get("score_threshold")
@@ -260,11 +237,15 @@ def _register_routes(app: Flask, backend: Backend) -> None:
         body = json_body()
         project = project_of(body.get("project"), "/setup")
         params = extra_params(body.get("extra_params"))
+        schema = body.get("schema")
+        if schema is not None and not isinstance(schema, str):
+            raise BadRequest(f"/setup 'schema' must be the label config as XML text, got a {type(schema).__name__}")
         engine = rt.wait_engine(SETUP_ENGINE_WAIT_S)
         # Label Studio serves the next task right after this answer: let the submit's event reach the memory first
         wait_for_events(worker.activity, rt.metrics, project, rt.settings.setup_wait, "setup")
         snap = rt.store.snapshot(project)
-        config = rt.label_config(snap.state, body.get("schema"))
+        warning = _schema_problem(schema) if snap.state.label_config else None
+        config = rt.label_config(snap.state, schema)
         threshold = params.get("score_threshold")
         if config.xml != snap.state.label_config or threshold != snap.state.score_threshold:
             with rt.store.edit(project) as snap:
@@ -274,6 +255,9 @@ def _register_routes(app: Flask, backend: Backend) -> None:
                     snap.memory.touch()  # model_version changes, so Label Studio re-predicts
                     backend.refresher.notify(project)
         _maybe_resync(backend, project)
+        if warning:
+            log.warning("project %d: /setup %s", project, warning)
+            return jsonify(model_version=engine.version_of(snap.memory), warning=warning)
         return jsonify(model_version=engine.version_of(snap.memory))
 
     @app.post("/predict")
@@ -319,6 +303,8 @@ def _register_routes(app: Flask, backend: Backend) -> None:
             raise BadRequest(str(exc)) from None
         if job is None:
             return jsonify(status="ignored")
+        # the queue holds what the worker will use: the payload itself, or (API mode) only the ids it re-reads
+        job = job.ids_only() if rt.api is not None else dataclasses.replace(job, size_bytes=len(request.data))
         if not worker.submit(job):
             response = jsonify(error="the event queue is full; retry later")
             response.status_code = 503
@@ -338,6 +324,17 @@ def _register_routes(app: Flask, backend: Backend) -> None:
         if wants_text:
             return Response(rt.metrics.prometheus(gauges), mimetype="text/plain; version=0.0.4")
         return jsonify(rt.metrics.as_dict(gauges))
+
+
+def _schema_problem(schema: str | None) -> str | None:
+    """Why a /setup schema cannot be used (the stored config then goes on serving), or None."""
+    if not schema:
+        return None
+    try:
+        parse_label_config(schema)
+    except LabelConfigError as exc:
+        return f"the label config sent cannot be used ({exc}); the project's stored config is kept"
+    return None
 
 
 def _maybe_resync(backend: Backend, project: int) -> None:
@@ -367,7 +364,12 @@ def _project_gauges(rt: Runtime) -> list[dict]:
         return [{"project": p, "revision": None, "references": {}} for p in rt.store.projects()]
     gauges = []
     for project in rt.store.projects():
-        snap = rt.store.snapshot(project)
+        try:
+            snap = rt.store.snapshot(project)
+        except Exception as exc:  # noqa: BLE001 - one unreadable project must not hide the others' metrics
+            log.error("/metrics: project %d: %s", project, exc)
+            gauges.append({"project": project, "revision": None, "references": {}, "error": str(exc)})
+            continue
         gauges.append({"project": project, "revision": snap.memory.revision, "references": snap.memory.counts(),
                        **threshold_gauges(rt, snap),
                        "negative_images": len(snap.memory.negative_images),

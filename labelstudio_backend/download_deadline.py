@@ -3,12 +3,16 @@
 Socket timeouts bound each read, not the sum of reads, so a server that trickles its headers or body a byte at a time
 would never time out. `Deadline` shuts down every socket the download opened once its time is up, so a blocked read
 returns at once; `watched_session()` is a requests session whose connections register their sockets with the
-Deadline active in the current thread.
+Deadline active in the current thread. `pinned_address()` makes those connections connect to an address the caller
+has already checked instead of resolving the host again (a DNS-rebinding attacker answers the check with a public
+address and the connection with a private one); the Host header and TLS (SNI, certificate) still use the host name.
 """
 from __future__ import annotations
 
 import socket
 import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -68,7 +72,36 @@ def _track(sock: socket.socket | None) -> None:
         deadline.track(sock)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+@contextmanager
+def pinned_address(target: tuple[str, int, str] | None) -> Iterator[None]:
+    """While active in this thread, a new connection to (host, port) connects to `address`: target = (host, port,
+    address), or None for no pin."""
+    previous = getattr(_watch, "pin", None)
+    _watch.pin = target
+    try:
+        yield
+    finally:
+        _watch.pin = previous
+
+
+def _normal(host: str) -> str:
+    return host.strip("[]").rstrip(".").lower()
+
+
+class _PinnedConnect:
+    def _new_conn(self) -> socket.socket:
+        pin = getattr(_watch, "pin", None)
+        if pin is None or (_normal(pin[0]), pin[1]) != (_normal(self.host), self.port):
+            return super()._new_conn()
+        host = self._dns_host  # urllib3 resolves _dns_host; `host` (SNI, certificate, Host header) is restored after
+        self._dns_host = pin[2]
+        try:
+            return super()._new_conn()
+        finally:
+            self._dns_host = host
+
+
+class _WatchedHTTPConnection(_PinnedConnect, HTTPConnection):
     def connect(self) -> None:
         super().connect()
         _track(self.sock)
@@ -78,7 +111,7 @@ class _WatchedHTTPConnection(HTTPConnection):
         return super().request(*args, **kwargs)
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
+class _WatchedHTTPSConnection(_PinnedConnect, HTTPSConnection):
     def connect(self) -> None:
         super().connect()
         _track(self.sock)

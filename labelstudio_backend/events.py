@@ -7,6 +7,7 @@ START_TRAINING with only `project`; and, because the auto-created webhook has se
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,13 @@ class SyncJob:
     tasks: dict[int, dict] = field(default_factory=dict)  # task id → task object from the payload
     label_config: str = ""  # the payload project's config (used only when payloads are trusted)
     received_at: float = field(default_factory=time.time)
+    size_bytes: int = 0  # what it holds in the queue (its webhook body), for the queue's byte bound
+
+    def ids_only(self) -> "SyncJob":
+        """The job without its payload: in API mode the worker re-reads everything by id, so queuing the webhook's
+        annotations, tasks and config would only hold memory."""
+        return dataclasses.replace(self, annotations=tuple({"id": i} for i in self.annotation_ids), tasks={},
+                                   label_config="", size_bytes=64 * (1 + len(self.annotations)))
 
     @property
     def annotation_ids(self) -> list[int]:

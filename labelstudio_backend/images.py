@@ -27,16 +27,18 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Iterable
-from urllib.parse import parse_qs, unquote, urljoin, urlsplit
+from urllib.parse import parse_qs, unquote
 
 import numpy as np
 import requests
 
 from ntt_engine import ImageLoadError, load_image
 
-from .download_deadline import Deadline, watched_session
+from .download_deadline import Deadline, pinned_address, watched_session
+from .image_formats import check_image_format
 from .ls_api import LabelStudioAPI, LabelStudioAPIError
 from .settings import Settings
+from .url_parts import MalformedUrl, join_url, split_url
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,8 @@ def address_refusal(address: str, allow_private: bool = False) -> str | None:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return f"{address!r} is not an IP address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = _embedded_ipv4(ip) or ip
     if ip.is_link_local:
         return f"{ip} is link-local (cloud metadata endpoints live there)"
     if ip.is_unspecified or ip.is_multicast:
@@ -68,6 +70,21 @@ def address_refusal(address: str, allow_private: bool = False) -> str | None:
     if allow_private and (ip.is_private or ip.is_loopback or ip in ipaddress.ip_network("100.64.0.0/10")):
         return None
     return f"{ip} is a private, loopback or reserved address (set NTT_ALLOW_PRIVATE_NETWORKS=true to allow)"
+
+
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 form reaches: mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d), NAT64
+    (64:ff9b::a.b.c.d) and 6to4 (2002:aabb:ccdd::) all carry one, and must be judged by it."""
+    if ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    if ip.sixtofour:
+        return ip.sixtofour
+    if ip in NAT64_PREFIX or (int(ip) >> 32 == 0 and int(ip) > 1):  # ::a.b.c.d, but not :: or ::1
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
 
 
 def check_addresses(addresses: Iterable[str], allow_private: bool = False) -> None:
@@ -104,7 +121,7 @@ def system_resolver(host: str, port: int) -> list[str]:
 def local_file_path(root: Path, url: str) -> Path:
     """`/data/local-files/?d=rel/path` → a file inside `root`. Refuses absolute paths, `..`, encoded traversal
     and symlinks that lead out of the root."""
-    values = parse_qs(urlsplit(url).query, keep_blank_values=True).get("d")
+    values = parse_qs(split_url(url).query, keep_blank_values=True).get("d")
     relative = values[-1] if values else ""
     if not relative:
         raise ImageFetchError(f"local-files URL without a ?d= path: {url}")
@@ -116,8 +133,11 @@ def local_file_path(root: Path, url: str) -> Path:
             raise ImageFetchError(f"refused local path {relative!r}: absolute paths are not allowed")
         if ".." in posixpath.normpath(candidate).split("/") or ".." in candidate.split("/"):
             raise ImageFetchError(f"refused local path {relative!r}: '..' is not allowed")
-    base = root.resolve()
-    path = (base / relative).resolve()
+    try:  # a symlink loop is a RuntimeError, a name over NAME_MAX an OSError
+        base = root.resolve()
+        path = (base / relative).resolve()
+    except (OSError, RuntimeError) as exc:
+        raise ImageFetchError(f"refused local path {relative[:100]!r}: {exc}") from None
     if not path.is_relative_to(base):
         raise ImageFetchError(f"refused local path {relative!r}: it leads outside LOCAL_FILES_DOCUMENT_ROOT")
     return path
@@ -139,14 +159,28 @@ class ImageLoader:
         self._lock = threading.Lock()
 
     def load(self, url: str, task_id: int | None = None, max_pixels: int = 40_000_000) -> np.ndarray:
+        """RGB pixels; raises ImageFetchError only, whatever the URL or the file holds."""
         source = self.read(url, task_id)
         try:
+            check_image_format(source)
             return load_image(source, max_pixels)
         except ImageLoadError as exc:
             raise ImageFetchError(f"{_short(url)}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - a file that changed under us, a decoder's own error: one task's
+            raise ImageFetchError(f"{_short(url)}: cannot read the image: {type(exc).__name__}: {exc}") from exc
 
     def read(self, url: str, task_id: int | None = None) -> bytes | Path:
-        """The image's bytes, or its path for local files."""
+        """The image's bytes, or its path for local files. Raises ImageFetchError only."""
+        try:
+            return self._read(url, task_id)
+        except ImageFetchError:
+            raise
+        except MalformedUrl as exc:
+            raise ImageFetchError(str(exc)) from None
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ImageFetchError(f"{_short(str(url))}: cannot read the image: {type(exc).__name__}: {exc}") from exc
+
+    def _read(self, url: str, task_id: int | None) -> bytes | Path:
         if not isinstance(url, str) or not url.strip():
             raise ImageFetchError(f"the task has no image URL (got {url!r})")
         url = url.strip()
@@ -154,19 +188,23 @@ class ImageLoader:
             return self._data_uri(url)
         if url.startswith(("upload/", "/upload/")):
             url = "/data/" + url.lstrip("/")
-        parts = urlsplit(url)
+        parts = split_url(url)
         is_local = parts.path.rstrip("/") == "/data/local-files" and "d=" in parts.query
         if is_local and self.settings.local_files_root:
             # any host: Label Studio's HOST (what task URLs carry) often differs from LABEL_STUDIO_URL, and the
             # ?d= path is confined to the root anyway
             path = local_file_path(self.settings.local_files_root, url)
-            if not path.is_file():
+            try:
+                is_file = path.is_file()
+            except OSError as exc:
+                raise ImageFetchError(f"{_short(url)}: cannot read {str(path)[:200]}: {exc.strerror or exc}") from None
+            if not is_file:
                 raise ImageFetchError(f"{_short(url)}: no such file {path}")
             return path
         if parts.netloc and self.settings.label_studio_url and parts.path.startswith(LS_MEDIA_PATHS):
             # Label Studio media under its public HOST name: fetch it from LABEL_STUDIO_URL (only ever that host)
             url = parts.path + (f"?{parts.query}" if parts.query else "")
-            parts = urlsplit(url)
+            parts = split_url(url)
         cached = self._cached(url)
         if cached is not None:
             return cached
@@ -227,20 +265,21 @@ class ImageLoader:
         hops = 0
         while hops <= MAX_REDIRECTS:
             is_ls = self._is_ls(url)
-            self._check_target(url, is_ls, from_ls)
+            address = self._check_target(url, is_ls, from_ls)
             headers = self._auth(is_ls, force_refresh=pending_refresh)
             pending_refresh = False
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ImageFetchError(f"{_short(original)}: timed out after {self.settings.download_timeout:.0f} s")
             try:
-                response = self.session.get(url, headers=headers, stream=True, allow_redirects=False,
-                                            timeout=(min(10.0, remaining), remaining))
+                with pinned_address(address):  # connect to the address just checked: no second DNS answer
+                    response = self.session.get(url, headers=headers, stream=True, allow_redirects=False,
+                                                timeout=(min(10.0, remaining), remaining))
             except requests.RequestException as exc:
                 raise ImageFetchError(f"{_short(original)}: download failed: {exc}") from exc
             with response:
                 if response.is_redirect:
-                    url = urljoin(url, response.headers.get("location", ""))
+                    url = join_url(url, response.headers.get("location", ""))
                     from_ls = from_ls or is_ls
                     hops += 1
                     continue
@@ -255,20 +294,24 @@ class ImageLoader:
                 return self._read_body(response, limit, deadline, original)
         raise ImageFetchError(f"{_short(original)}: more than {MAX_REDIRECTS} redirects")
 
-    def _check_target(self, url: str, is_ls: bool, from_ls: bool) -> None:
-        parts = urlsplit(url)
+    def _check_target(self, url: str, is_ls: bool, from_ls: bool) -> tuple[str, int, str] | None:
+        """(host, port, address) to connect to: the first resolved address, all of them checked; None for Label
+        Studio itself."""
+        parts = split_url(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ImageFetchError(f"{_short(url)}: only http(s) URLs with a host can be fetched")
         if is_ls:
-            return  # the admin configured LABEL_STUDIO_URL: it may live on a private network
+            return None  # the admin configured LABEL_STUDIO_URL: it may live on a private network
         if not from_ls and not host_allowed(parts.hostname, self.settings.allowed_hosts):
             raise ImageFetchError(f"{_short(url)}: host {parts.hostname!r} is neither Label Studio nor in "
                                   "NTT_ALLOWED_HOSTS")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        port = parts.port
         try:
-            check_addresses(self.resolver(parts.hostname, port), self.settings.allow_private_networks)
+            addresses = list(self.resolver(parts.hostname, port))
+            check_addresses(addresses, self.settings.allow_private_networks)
         except ImageFetchError as exc:
             raise ImageFetchError(f"{_short(url)}: {exc}") from None
+        return parts.hostname, port, addresses[0]
 
     def _auth(self, is_ls: bool, force_refresh: bool = False) -> dict[str, str]:
         if not is_ls or self.api is None:
@@ -320,9 +363,9 @@ class ImageLoader:
                 self._cache.popitem(last=False)
 
 
-def _origin(url: str) -> tuple[str, str | None, int]:
-    parts = urlsplit(url)
-    return parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = split_url(url)
+    return parts.scheme, parts.hostname, parts.port
 
 
 def _short(url: str) -> str:

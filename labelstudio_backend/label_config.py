@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 # control tag → the result `type` Label Studio uses for its regions
 OUTPUT_TAGS = {"BrushLabels": "brushlabels", "PolygonLabels": "polygonlabels", "RectangleLabels": "rectanglelabels"}
 PROMPT_TAGS = {"KeyPointLabels": "keypointlabels", "RectangleLabels": "rectanglelabels"}
+MAX_CONFIG_CHARS = 512 * 1024  # Label Studio's own templates are < 10 KB; the parse cache holds 64 of them at most
 
 
 class LabelConfigError(ValueError):
@@ -73,6 +74,11 @@ def _truthy(value: object) -> bool:
 
 def parse_label_config(xml: str) -> LabelConfig:
     """Raise LabelConfigError for unparsable XML or a config without a supported image control."""
+    if xml is not None and not isinstance(xml, str):
+        raise LabelConfigError(f"the label config must be XML text, got a {type(xml).__name__}")
+    if xml and len(xml) > MAX_CONFIG_CHARS:
+        raise LabelConfigError(f"the label config is {len(xml)} characters long; at most {MAX_CONFIG_CHARS} are "
+                               "accepted")
     return _parse_cached(xml or "")
 
 

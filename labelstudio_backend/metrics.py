@@ -1,4 +1,7 @@
-"""Process-local counters for /metrics (JSON, or Prometheus text exposition). One instance per app."""
+"""Process-local counters for /metrics (JSON, or Prometheus text exposition). One instance per app.
+
+Label values (class labels come from the label config, so from users) are escaped as the text exposition format
+says: backslash, double quote and newline; a newline left as is would let a label forge whole metric lines."""
 from __future__ import annotations
 
 import threading
@@ -36,33 +39,42 @@ class Metrics:
                     **gauges}
 
     def prometheus(self, gauges: dict[str, Any]) -> str:
+        q = label_value
         lines = ["# TYPE ntt_requests_total counter"]
         with self._lock:
             for (route, status), n in sorted(self.requests.items()):
-                lines.append(f'ntt_requests_total{{route="{route}",status="{status}"}} {n}')
+                lines.append(f'ntt_requests_total{{route="{q(route)}",status="{q(status)}"}} {n}')
             lines.append("# TYPE ntt_events_total counter")
             for name, n in sorted(self.counters.items()):
-                lines.append(f'ntt_events_total{{name="{name}"}} {n}')
+                lines.append(f'ntt_events_total{{name="{q(name)}"}} {n}')
             lines.append("# TYPE ntt_seconds_total counter")
             for name, s in sorted(self.seconds.items()):
-                lines.append(f'ntt_seconds_total{{name="{name}"}} {s:.3f}')
+                lines.append(f'ntt_seconds_total{{name="{q(name)}"}} {s:.3f}')
         lines.append("# TYPE ntt_queue_length gauge")
-        lines.append(f"ntt_queue_length {gauges.get('queue_length', 0)}")
+        lines.append(f"ntt_queue_length {_number(gauges.get('queue_length', 0))}")
         lines.append("# TYPE ntt_memory_revision gauge")
         lines.append("# TYPE ntt_references gauge")
         lines.append("# TYPE ntt_score_threshold gauge")
         for project in gauges.get("projects", []):
             pid = project["project"]
-            if project["revision"] is None:  # the engine is not loaded yet
+            if project["revision"] is None:  # the engine is not loaded yet, or the project is unreadable
                 continue
-            lines.append(f'ntt_memory_revision{{project="{pid}"}} {project["revision"]}')
+            lines.append(f'ntt_memory_revision{{project="{q(pid)}"}} {_number(project["revision"])}')
             for label, count in project["references"].items():
-                safe = label.replace("\\", "\\\\").replace('"', '\\"')
-                lines.append(f'ntt_references{{project="{pid}",label="{safe}"}} {count}')
+                lines.append(f'ntt_references{{project="{q(pid)}",label="{q(label)}"}} {_number(count)}')
             for label, value in project.get("thresholds", {}).items():
-                safe = label.replace("\\", "\\\\").replace('"', '\\"')
-                lines.append(f'ntt_score_threshold{{project="{pid}",label="{safe}"}} {value:.4f}')
+                lines.append(f'ntt_score_threshold{{project="{q(pid)}",label="{q(label)}"}} {_number(value)}')
         return "\n".join(lines) + "\n"
+
+
+def label_value(value: Any) -> str:
+    """A Prometheus label value, escaped per the text exposition format."""
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: Any) -> str:
+    """A sample value: a number, never text that could end the line."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "NaN"
 
 
 def threshold_gauges(rt: Any, snap: Any) -> dict[str, Any]:

@@ -11,6 +11,10 @@ leaves the last complete memory. Writers hold the lock, so a temporary file foun
 it is removed, and the project is flagged for a resync (with LABEL_STUDIO_API_KEY, the next /setup reads everything
 back from Label Studio). A memory newer than its state.json (killed between the two renames) is reconciled: state
 records are rebuilt for the memory's references, so no reference is orphaned.
+
+Reads never write: a reader that finds an interrupted write or a corrupt memory repairs its own copy in memory, and
+the next edit (under the lock) writes the repair. So reads keep working on a full or read-only disk, and a write that
+fails (ENOSPC...) is a ProjectError (503) that leaves the last complete files in place.
 """
 from __future__ import annotations
 
@@ -56,7 +60,7 @@ def parse_project_id(value: Any) -> int:
         project = value
     elif isinstance(value, str) and value.strip():
         head = value.strip().split(".", 1)[0]
-        if not head.isdigit():
+        if not (head.isascii() and head.isdigit()):  # "١٢".isdigit() is True, and int() reads it as 12
             raise ValueError(f"not a project id: {value!r}")
         project = int(head)
     else:
@@ -142,7 +146,8 @@ class ProjectStore:
     def projects(self) -> list[int]:
         if not self.model_dir.is_dir():
             return []
-        return sorted(int(p.name) for p in self.model_dir.iterdir() if p.name.isdigit() and (p / "state.json").exists())
+        return sorted(int(p.name) for p in self.model_dir.iterdir()
+                      if p.name.isascii() and p.name.isdigit() and (p / "state.json").exists())
 
     def exists(self, project_id: int) -> bool:
         return (self.project_dir(project_id) / "state.json").exists()
@@ -173,7 +178,7 @@ class ProjectStore:
             snap = ProjectSnapshot(ProjectState(project_id), self._memories().new_memory())
         else:
             with self._locked(project_id):
-                snap = self._load(project_id)  # may repair an interrupted write: sign what is on disk after it
+                snap = self._load(project_id, repair=False)  # repairs its copy only: a read never writes
                 signature = self._signature(project_id)
         with self._guard:
             self._cache[project_id] = (signature, snap)
@@ -188,7 +193,10 @@ class ProjectStore:
         """Yield a fresh copy under the project's lock; on a normal exit write what changed, atomically."""
         with self._locked(project_id):
             if self._signature(project_id) is not None:
-                snap = self._load(project_id)
+                try:
+                    snap = self._load(project_id)  # its repairs write: they may fail like any write
+                except OSError as exc:
+                    raise self._write_failed(project_id, exc) from exc
             else:
                 leftovers = self._remove_temporaries(self.project_dir(project_id))
                 if leftovers:
@@ -200,10 +208,19 @@ class ProjectStore:
             changed_memory = snap.memory.revision != before_revision
             snap.state.revision = snap.memory.revision
             if changed_memory or snap.state.to_json() != before_state or self._signature(project_id) is None:
-                self._write(project_id, snap, changed_memory)
+                try:
+                    self._write(project_id, snap, changed_memory)
+                except OSError as exc:  # ENOSPC, EROFS, EDQUOT...: the last complete files stay in place
+                    raise self._write_failed(project_id, exc) from exc
             signature = self._signature(project_id)
         with self._guard:
             self._cache[project_id] = (signature, snap)
+
+    def _write_failed(self, project_id: int, exc: OSError) -> ProjectError:
+        log.error("project %d: a write failed: %s", project_id, exc)
+        return ProjectError(f"project {project_id}: cannot save to {self.project_dir(project_id)}: "
+                            f"{exc.strerror or exc}; the last saved state is kept (free disk space or fix the "
+                            "permissions, then retry)")
 
     def _write(self, project_id: int, snap: ProjectSnapshot, memory_changed: bool) -> None:
         directory = self.project_dir(project_id)
@@ -245,13 +262,14 @@ class ProjectStore:
             finally:
                 lock.release()
 
-    def _load(self, project_id: int) -> ProjectSnapshot:
+    def _load(self, project_id: int, repair: bool = True) -> ProjectSnapshot:
         """Under the lock. A memory built by another encoder (NTT_PRESET changed), or a corrupt one, is set aside
         and the project starts over empty, flagged for a resync from Label Studio. A file that cannot be read right
-        now (permissions, I/O error) is a 503 and changes nothing."""
+        now (permissions, I/O error) is a 503 and changes nothing. `repair=False` (reads): the same repairs, on the
+        returned copy only; nothing on disk changes."""
         directory = self.project_dir(project_id)
         state_path, memory_path = directory / "state.json", directory / "memory.ntt"
-        leftovers = self._remove_temporaries(directory)
+        leftovers = self._remove_temporaries(directory) if repair else self._temporaries(directory)
         try:
             state = ProjectState.from_json(state_path.read_text(), project_id)
         except (OSError, ValueError, TypeError) as exc:
@@ -262,7 +280,7 @@ class ProjectStore:
             memory.revision = state.revision  # never hand out an older model_version
             snap = ProjectSnapshot(state, memory)
             if leftovers:
-                self._recover(project_id, snap, leftovers)
+                self._recover(project_id, snap, leftovers, repair)
             return snap
         try:
             data = memory_path.read_bytes()
@@ -270,23 +288,33 @@ class ProjectStore:
             raise ProjectError(f"project {project_id}: cannot read {memory_path}: {exc.strerror or exc}") from exc
         try:
             memory = factory.adopt_memory(MemoryBank.from_bytes(data, str(memory_path)))
-        except MemoryFormatError as exc:
-            aside = memory_path.with_name(f"memory.ntt.incompatible-{int(time.time())}")
-            memory_path.replace(aside)
-            log.error("project %d: %s; moved it to %s and starting an empty memory (a resync from Label Studio "
-                      "rebuilds it when LABEL_STUDIO_API_KEY is set)", project_id, exc, aside.name)
+        except (MemoryFormatError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            # KeyError & co.: well-formed JSON metadata missing a field (e.g. "references") is corrupt too
+            reason = exc if isinstance(exc, MemoryFormatError) else f"corrupt memory file ({type(exc).__name__}: {exc})"
             memory = factory.new_memory()
             memory.revision = state.revision + 1  # keep model_version moving forward, never reuse one
             state.annotations.clear()
             state.synced_at = None
             state.revision = memory.revision
+            if not repair:
+                log.error("project %d: %s; serving an empty memory until the next write sets it aside", project_id,
+                          reason)
+                return ProjectSnapshot(state, memory)
+            aside = memory_path.with_name(f"memory.ntt.incompatible-{int(time.time())}")
+            memory_path.replace(aside)
+            log.error("project %d: %s; moved it to %s and starting an empty memory (a resync from Label Studio "
+                      "rebuilds it when LABEL_STUDIO_API_KEY is set)", project_id, reason, aside.name)
             self._atomic_write(memory_path, memory.to_bytes())
             self._atomic_write(state_path, state.to_json().encode())
             return ProjectSnapshot(state, memory)
         snap = ProjectSnapshot(state, memory)
         if leftovers or memory.revision != state.revision:
-            self._recover(project_id, snap, leftovers)
+            self._recover(project_id, snap, leftovers, repair)
         return snap
+
+    @staticmethod
+    def _temporaries(directory: Path) -> list[str]:
+        return [path.name for pattern in TEMP_PATTERNS for path in directory.glob(pattern)]
 
     @staticmethod
     def _remove_temporaries(directory: Path) -> list[str]:
@@ -301,16 +329,18 @@ class ProjectStore:
                     pass
         return removed
 
-    def _recover(self, project_id: int, snap: ProjectSnapshot, leftovers: list[str]) -> None:
+    def _recover(self, project_id: int, snap: ProjectSnapshot, leftovers: list[str], write: bool = True) -> None:
         """Under the lock, after a writer died mid-write: keep the last complete memory, make state.json agree with
-        it, and flag the project for a resync (an event being applied, or queued, may have been lost)."""
+        it, and flag the project for a resync (an event being applied, or queued, may have been lost). `write=False`:
+        on the snapshot only (a read); the next edit repeats the repair and writes it."""
         state, memory = snap.state, snap.memory
         if memory.revision < state.revision:  # an older memory file than its state (restored from a backup?)
             log.warning("project %d: memory revision %d is older than state.json's %d; moving to revision %d so "
                         "that no model_version is reused", project_id, memory.revision, state.revision,
                         state.revision + 1)
             memory.revision = state.revision + 1
-            self._atomic_write(self.project_dir(project_id) / "memory.ntt", memory.to_bytes())
+            if write:
+                self._atomic_write(self.project_dir(project_id) / "memory.ntt", memory.to_bytes())
         rebuilt, stale = [], []
         for ref in sorted(memory.reference_ids()):
             key = ref.split(":", 1)[1] if ref.startswith("annotation:") else None
@@ -331,5 +361,6 @@ class ProjectStore:
                     "record(s) rebuilt, %d marked stale; a resync from Label Studio restores any lost event (with "
                     "LABEL_STUDIO_API_KEY: at the next /setup, or Start training)", project_id,
                     ", ".join(leftovers) or "memory newer than state.json", memory.revision, len(rebuilt), len(stale))
-        state.updated_at = time.time()
-        self._atomic_write(self.project_dir(project_id) / "state.json", state.to_json().encode())
+        if write:
+            state.updated_at = time.time()
+            self._atomic_write(self.project_dir(project_id) / "state.json", state.to_json().encode())

@@ -18,6 +18,7 @@ from PIL import Image
 
 from ntt_engine.export import mask_to_polygons, polygons_to_mask
 
+from .brush_rle import BrushRleError, decode_brush_values
 from .label_config import Control, LabelConfig
 
 REGION_TYPES = ("brushlabels", "polygonlabels", "rectanglelabels")
@@ -27,6 +28,8 @@ GEOMETRY_TYPES = REGION_TYPES + ("keypointlabels", "ellipselabels", "brush", "po
 MAX_POLYGON_POINTS = 1000  # more makes the Label Studio editor sluggish; outlines above are simplified
 _PERCENT_SLACK = 1e-6
 MAX_BRUSH_SCALE = 4  # a brush region's original_width x original_height may be at most this x the image's pixels
+MAX_BRUSH_ASPECT_ERROR = 0.02  # and its aspect ratio that of the image (or of the image turned 90°), within 2 %
+MAX_BRUSH_RLE_BYTES = 4 * 1024 * 1024  # a hand-drawn mask of a 40 MP image takes a few hundred KB
 
 
 class RegionError(ValueError):
@@ -63,19 +66,27 @@ def rle_header_length(rle: list[int]) -> int:
 
 def decode_brush(rle: Any, width: int, height: int) -> np.ndarray:
     """Brush RLE → [height, width] bool (alpha ≥ 128). Checks the header against the size before decoding, so a
-    wrong-sized or hostile RLE is refused without allocating its claimed length."""
-    if not isinstance(rle, list) or len(rle) < 6 or not all(isinstance(v, int) and 0 <= v <= 255 for v in rle):
+    wrong-sized or hostile RLE is refused without allocating its claimed length; the decoding itself is bounded
+    (brush_rle.py)."""
+    if not isinstance(rle, list) or len(rle) < 6:
         raise RegionError("brush rle must be a list of byte values (0..255)")
     expected = width * height * 4
+    if len(rle) > min(expected // 2 + 64, MAX_BRUSH_RLE_BYTES):
+        raise RegionError(f"brush rle of {len(rle)} bytes is implausibly long for a {width}x{height} image "
+                          f"(at most {min(expected // 2 + 64, MAX_BRUSH_RLE_BYTES)})")
+    if any(isinstance(v, bool) for v in rle[:64]):
+        raise RegionError("brush rle must be a list of byte values (0..255)")
+    try:
+        data = bytes(rle)
+    except (TypeError, ValueError):
+        raise RegionError("brush rle must be a list of byte values (0..255)") from None
     claimed = rle_header_length(rle)
     if claimed != expected:
         raise RegionError(f"brush rle encodes {claimed} values, a {width}x{height} RGBA image has {expected}")
-    if len(rle) > expected // 2 + 64:
-        raise RegionError(f"brush rle of {len(rle)} bytes is implausibly long for a {width}x{height} image")
     try:
-        values = brush.decode_rle(rle)
-    except (ValueError, IndexError) as exc:
-        raise RegionError(f"brush rle is corrupt: {exc}") from exc
+        values = decode_brush_values(data, expected)
+    except BrushRleError as exc:
+        raise RegionError(str(exc)) from None
     return values.reshape(height, width, 4)[:, :, 3] >= 128
 
 
@@ -183,7 +194,10 @@ def parse_region(item: dict, config: LabelConfig, image_size: tuple[int, int]) -
     if not isinstance(value, dict):
         raise RegionError("region has no value")
     label = region_label(item, config)
-    control = str(item.get("from_name", ""))
+    control = _served_control(item, config)
+    if label not in control.labels:
+        raise RegionError(f"label {label!r} is not a label of {control.tag} {control.name!r}")
+    control = control.name
     height, width = image_size
     if kind == "brushlabels":
         if value.get("format", "rle") != "rle":
@@ -196,6 +210,8 @@ def parse_region(item: dict, config: LabelConfig, image_size: tuple[int, int]) -
             # would be a memory bomb, so the claimed size must be that of the image (rotated or rescaled a little)
             raise RegionError(f"brush region claims a {ow}x{oh} image, the task's image is {width}x{height}")
         mask = decode_brush(value.get("rle"), ow, oh)
+        if not _same_aspect(ow, oh, width, height):  # a canvas of another shape would be stretched onto the image
+            raise RegionError(f"brush region claims a {ow}x{oh} image, the task's image is {width}x{height}")
         if (oh, ow) != (height, width):  # e.g. an EXIF-rotated file: map the mask onto the loaded image
             mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
         if not mask.any():
@@ -204,6 +220,30 @@ def parse_region(item: dict, config: LabelConfig, image_size: tuple[int, int]) -
     if kind == "polygonlabels":
         return Region(label, control, mask=polygon_to_mask(value.get("points"), width, height))
     return Region(label, control, box=rectangle_to_box(value, width, height))
+
+
+def _served_control(item: dict, config: LabelConfig) -> Control:
+    """The config's control that drew this region, on the served <Image>: regions of another image or of a control
+    the config does not have would otherwise be pooled on this image."""
+    from_name, to_name = item.get("from_name"), item.get("to_name")
+    control = config.control(from_name) if isinstance(from_name, str) else None
+    if control is None:
+        raise RegionError(f"from_name {from_name!r} is not a control of image {config.image_name!r} in the label "
+                          f"config (known: {sorted(c.name for c in config.controls)})")
+    if to_name != config.image_name:
+        raise RegionError(f"to_name {to_name!r} is not the served image {config.image_name!r}")
+    if control.type != item.get("type"):
+        raise RegionError(f"a {item.get('type')} region cannot come from {control.tag} {control.name!r}")
+    return control
+
+
+def _same_aspect(ow: int, oh: int, width: int, height: int) -> bool:
+    """True when ow:oh is width:height, or height:width (an EXIF-rotated image), within MAX_BRUSH_ASPECT_ERROR or
+    one pixel of rounding."""
+    for w, h in ((width, height), (height, width)):
+        if abs(ow * h - oh * w) <= MAX_BRUSH_ASPECT_ERROR * ow * h + max(w, h):
+            return True
+    return False
 
 
 def parse_annotation(result: Any, config: LabelConfig, image_size: tuple[int, int]) -> ParsedAnnotation:

@@ -122,6 +122,8 @@ class Runtime:
     # ----- per-project helpers -----
     def label_config(self, state: ProjectState, explicit: str | None = None) -> LabelConfig:
         """The request's config when it parses, else the one stored at /setup."""
+        if explicit is not None and not isinstance(explicit, str):
+            raise LabelConfigError(f"the label config must be XML text, got a {type(explicit).__name__}")
         if explicit:
             try:
                 return parse_label_config(explicit)

@@ -79,6 +79,8 @@ class Settings:
     api_timeout: float = 30.0  # seconds per Label Studio API call
     preload: bool = True  # start loading the models when the app is created, not on the first request
     queue_size: int = 10_000  # webhook events waiting for the background worker
+    queue_max_bytes: int = 128 * 1024 * 1024  # NTT_QUEUE_MAX_BYTES: what those events may hold (payload mode)
+    webhook_max_bytes: int = 32 * 1024 * 1024  # NTT_WEBHOOK_MAX_BYTES: one webhook body (brush RLEs are large)
     lock_timeout: float = 600.0  # seconds to wait for a project's file lock
     # /predict requests one process admits at once (running + waiting for the engine); more get 503 + Retry-After.
     # None: THREADS - 2 (at least 1), so that /health, /setup and /webhook always find a free thread
@@ -136,6 +138,8 @@ class Settings:
             api_timeout=_float(env, "NTT_API_TIMEOUT", 30.0),
             preload=_bool(env, "NTT_PRELOAD", True),
             queue_size=_int(env, "NTT_QUEUE_SIZE", 10_000),
+            queue_max_bytes=_int(env, "NTT_QUEUE_MAX_BYTES", 128 * 1024 * 1024),
+            webhook_max_bytes=_int(env, "NTT_WEBHOOK_MAX_BYTES", 32 * 1024 * 1024),
             lock_timeout=_float(env, "NTT_LOCK_TIMEOUT", 600.0),
             max_pending_predicts=_int(env, "NTT_MAX_PENDING_PREDICTS", None),
             malloc_arenas=_int(env, "NTT_MALLOC_ARENAS", 2),
@@ -166,6 +170,8 @@ class Settings:
             raise SettingsError("NTT_MAX_REFERENCES_PER_CLASS must be >= 1")
         if self.download_max_bytes <= 0 or self.download_timeout <= 0:
             raise SettingsError("NTT_DOWNLOAD_MAX_BYTES and NTT_DOWNLOAD_TIMEOUT must be positive")
+        if self.queue_max_bytes <= 0 or self.webhook_max_bytes <= 0:
+            raise SettingsError("NTT_QUEUE_MAX_BYTES and NTT_WEBHOOK_MAX_BYTES must be positive")
         if self.max_pending_predicts is not None and self.max_pending_predicts < 1:
             raise SettingsError("NTT_MAX_PENDING_PREDICTS must be >= 1")
         if min(self.webhook_wait, self.setup_wait, self.predict_wait) < 0:

@@ -11,7 +11,12 @@ Rules (one memory reference id per annotation, f"annotation:{id}"):
 - a deleted annotation: its references are removed;
 - an event that changes nothing (a duplicate delivery, a forged "update" that the API re-read shows unchanged) leaves
   the memory and its revision as they are: the revision, hence model_version, moves once per real change;
-- an annotation whose `result` is not a list is malformed: ignored with a log line (not taken for an empty one).
+- an annotation whose `result` is not a list is malformed: ignored with a log line (not taken for an empty one);
+  one malformed annotation or task (a bad image URL, `data` that is not an object...) is skipped with a log line and
+  never costs the other annotations of its event or resync.
+With an API key, an event naming more than MAX_EVENT_IDS annotations is not read id by id (one forged webhook would
+cost thousands of Label Studio reads): it becomes one incremental resync of its project (paged task reads, bounded by
+what Label Studio really holds; unchanged annotations are not recomputed).
 Several worker processes may apply one annotation's events out of order: an event older (updated_at) than what the
 memory holds, and any event about a deleted annotation (tombstones in state.json), are ignored.
 With LABEL_STUDIO_API_KEY set, webhook payloads are only notifications: annotations, tasks and the label config
@@ -20,15 +25,12 @@ are re-read from the API (a 404 means deleted, or a forged webhook). Without a k
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Iterable
 
 import numpy as np
 
 from ntt_engine import Engine
-from ntt_engine.memory import MemoryEntry
 
 from .events import ANNOTATION_ACTIONS, DELETE_ACTIONS, RESYNC_ACTIONS, SYNC, SyncJob
 from .images import ImageFetchError
@@ -37,13 +39,14 @@ from .learning import IdRegion, Learned, learn, parse_regions
 from .projects import AnnotationRecord, ProjectSnapshot, ref_id
 from .refresher import own_version_pattern
 from .regions import GEOMETRY_TYPES
+from .resync import RESYNC_STALE_S, FullResync  # noqa: F401 - RESYNC_STALE_S: app.py reads it here
 from .runtime import Runtime
+from .sync_compare import is_older, same_entries, same_negative
 
 log = logging.getLogger(__name__)
 
-CHUNK = 16  # annotations applied per lock acquisition during a resync
 MAX_TOMBSTONES = 10_000  # deleted annotation ids remembered per project (Label Studio never reuses ids)
-RESYNC_STALE_S = 600.0  # a resync that started longer ago than this is assumed dead
+MAX_EVENT_IDS = 100  # API mode: more annotation ids in one event are read through one (paged) resync instead
 
 
 @dataclass
@@ -62,7 +65,7 @@ class Prepared:
     learned: Learned = field(default_factory=Learned)  # pooled outside the lock (learning.py)
 
 
-class Synchronizer:
+class Synchronizer(FullResync):
     def __init__(self, runtime: Runtime):
         self.rt = runtime
 
@@ -83,8 +86,8 @@ class Synchronizer:
 
     def mark_unsynced(self, project_id: int | None) -> None:
         """After a failed event in API mode: the next /setup resyncs the project, so nothing stays lost."""
-        if self.rt.api is None or project_id is None:
-            return
+        if self.rt.api is None or project_id is None or not self.rt.store.exists(project_id):
+            return  # a project never stored has nothing to resync, and a forged id must not create a directory
         try:
             with self.rt.store.edit(project_id) as snap:
                 snap.state.synced_at = snap.state.sync_started_at = None
@@ -100,8 +103,10 @@ class Synchronizer:
                 log.warning("%s without a project id; ignored", job.action)
                 return
             only_task = next(iter(job.tasks.values())) if len(job.tasks) == 1 else None
-            pairs = [(a, job.tasks.get(a.get("task")) or only_task) for a in job.annotations]
+            pairs = [(a, job.tasks.get(_int(a.get("task"))) or only_task) for a in job.annotations]
             self.apply(job.project_id, self._payload_config(job), pairs)
+            return
+        if self._too_many_ids(job):
             return
         by_project: dict[int, list[tuple[dict, dict | None]]] = {}
         configs: dict[int, LabelConfig] = {}
@@ -129,6 +134,22 @@ class Synchronizer:
         for project_id, pairs in by_project.items():
             self.apply(project_id, configs[project_id], pairs)
 
+    def _too_many_ids(self, job: SyncJob) -> bool:
+        """API mode: True when the event names too many ids to read one by one; then its project is resynced (one
+        paged read of what Label Studio really holds), or, without a project id, the event is dropped."""
+        count = len(job.annotation_ids)
+        if count <= MAX_EVENT_IDS:
+            return False
+        self.rt.metrics.add("events_coalesced")
+        if job.project_id is None:
+            log.warning("%s names %d annotations (more than %d) and no project; ignored", job.action, count,
+                        MAX_EVENT_IDS)
+            return True
+        log.info("%s names %d annotations (more than %d): resyncing project %d instead of reading each",
+                 job.action, count, MAX_EVENT_IDS, job.project_id)
+        self.resync(job.project_id)
+        return True
+
     def _payload_config(self, job: SyncJob) -> LabelConfig | None:
         try:
             return parse_label_config(job.label_config)
@@ -154,6 +175,8 @@ class Synchronizer:
     # ----- deleted -----
     def on_deleted(self, job: SyncJob) -> None:
         ids = job.annotation_ids
+        if self.rt.api is not None and self._too_many_ids(job):
+            return
         if self.rt.api is not None:
             confirmed = []
             for annotation_id in ids:
@@ -179,11 +202,12 @@ class Synchronizer:
         if not tombstones:
             return 0
         engine = self.rt.engine()
-        with self.rt.store.edit(project_id) as snap:
+        with self.rt.store.edit(project_id) as snap:  # linear in the ids: 20,000 of them hold the lock for ms
             for annotation_id in tombstones:
                 self._forget(engine, snap, annotation_id)
-                if annotation_id not in snap.state.deleted:
-                    snap.state.deleted = (snap.state.deleted + [annotation_id])[-MAX_TOMBSTONES:]
+            already = set(snap.state.deleted)
+            fresh = list(dict.fromkeys(i for i in tombstones if i not in already))
+            snap.state.deleted = (snap.state.deleted + fresh)[-MAX_TOMBSTONES:]
         self.rt.metrics.add("annotations_removed", len(known))
         return len(known)
 
@@ -199,17 +223,32 @@ class Synchronizer:
         store the results under it (milliseconds)."""
         if config is None:
             return
-        prepared = [p for p in (self._prepare(config, a, t) for a, t in pairs) if p is not None]
+        prepared = [p for p in (self._prepare_isolated(config, a, t) for a, t in pairs) if p is not None]
         if not prepared:
             return
         engine = self.rt.engine()
-        for item in prepared:
-            self._pool(engine, item, config, project_id)
+        for item in list(prepared):
+            try:
+                self._pool(engine, item, config, project_id)
+            except Exception:  # noqa: BLE001 - one annotation that breaks the encoder must not sink the others
+                log.exception("annotation %d: its regions could not be pooled; skipped", item.annotation_id)
+                self.rt.metrics.add("annotations_failed")
+                prepared.remove(item)
         with self.rt.store.edit(project_id) as snap:
             if not snap.state.label_config:
                 snap.state.label_config = config.xml
             for item in prepared:
                 self._store(engine, snap, item)
+
+    def _prepare_isolated(self, config: LabelConfig, annotation: Any, task: Any) -> Prepared | None:
+        try:
+            return self._prepare(config, annotation, task)
+        except Exception as exc:  # noqa: BLE001 - a malformed annotation is skipped, the rest of the event goes on
+            annotation_id = annotation.get("id") if isinstance(annotation, dict) else None
+            log.error("annotation %s: malformed (%s: %s); skipped, the other annotations go on", annotation_id,
+                      type(exc).__name__, exc)
+            self.rt.metrics.add("annotations_malformed")
+            return None
 
     def _prepare(self, config: LabelConfig, annotation: dict, task: dict | None) -> Prepared | None:
         annotation_id = _int(annotation.get("id"))
@@ -226,7 +265,15 @@ class Synchronizer:
                         task_id, type(annotation.get("result")).__name__)
             self.rt.metrics.add("annotations_malformed")
             return None
-        url = ((task or {}).get("data") or {}).get(config.value_key)
+        if task is not None and not isinstance(task, dict):
+            task = None
+        data = (task or {}).get("data")
+        if not isinstance(data, dict):
+            log.warning("annotation %d (task %s): the task's 'data' is %s, not an object; ignored", annotation_id,
+                        task_id, type(data).__name__)
+            self.rt.metrics.add("annotations_malformed")
+            return None
+        url = data.get(config.value_key)
         try:
             item.image = self.rt.images.load(url, task_id)
         except ImageFetchError as exc:
@@ -264,7 +311,7 @@ class Synchronizer:
             log.info("annotation %d was deleted; ignoring a late event about it", item.annotation_id)
             return
         previous = snap.state.annotations.get(key)
-        if previous and _older(item.updated_at, previous.updated_at):
+        if previous and is_older(item.updated_at, previous.updated_at):
             log.info("annotation %d: this event (%s) is older than what the memory holds (%s); ignored",
                      item.annotation_id, item.updated_at, previous.updated_at)
             return
@@ -279,7 +326,7 @@ class Synchronizer:
         entries = item.learned.entries
         if not item.has_geometry:
             record.kind = "negative"
-            if _same_negative(engine, snap, ref, previous, item.updated_at):
+            if same_negative(engine, snap, ref, previous, item.updated_at):
                 log.info("annotation %d: already a negative image; memory revision stays %d", item.annotation_id,
                          snap.memory.revision)
                 self.rt.metrics.add("events_unchanged")
@@ -293,7 +340,7 @@ class Synchronizer:
             record.observations = [[o.label, round(float(o.score), 5), bool(o.correct)]
                                    for o in item.learned.observations]
             record.missed = dict(item.learned.missed)
-            if _same_entries(snap.memory, ref, entries):
+            if same_entries(snap.memory, ref, entries):
                 log.info("annotation %d: unchanged (%d reference(s) %s); memory revision stays %d",
                          item.annotation_id, item.learned.references, labels, snap.memory.revision)
                 self.rt.metrics.add("events_unchanged")
@@ -308,76 +355,6 @@ class Synchronizer:
             log.warning("annotation %d: no usable region left; removed its earlier references", item.annotation_id)
         snap.state.annotations[key] = record
 
-    # ----- full resync -----
-    def resync(self, project_id: int) -> dict[str, int]:
-        """Bring the project's memory in line with every annotation Label Studio holds (incremental: unchanged
-        annotations, by updated_at, are not recomputed)."""
-        started = time.perf_counter()
-        with self.rt.store.edit(project_id) as snap:
-            snap.state.sync_started_at = time.time()
-            known = {k: v.updated_at for k, v in snap.state.annotations.items()}
-        config = self._api_config(project_id)
-        if config is None:
-            return {}
-        seen: set[str] = set()
-        todo: list[tuple[dict, dict]] = []
-        stats = {"tasks": 0, "annotations": 0, "applied": 0, "removed": 0}
-        for task in self.rt.api.iter_tasks(project_id):
-            stats["tasks"] += 1
-            for annotation in self.rt.api.annotations_of(task):
-                key = str(annotation.get("id"))
-                seen.add(key)
-                stats["annotations"] += 1
-                if key in known and known[key] == annotation.get("updated_at") and not annotation.get("was_cancelled"):
-                    continue
-                todo.append((annotation, task))
-        for start in range(0, len(todo), CHUNK):
-            self.apply(project_id, config, todo[start:start + CHUNK])
-        stats["applied"] = len(todo)
-        # what Label Studio no longer has: known records, and references of the memory itself (a record may be
-        # missing after a crash between the memory write and the state write)
-        held = set(known) | {r.split(":", 1)[1] for r in self.rt.store.snapshot(project_id).memory.reference_ids()
-                             if r.startswith("annotation:")}
-        gone = sorted(int(k) for k in held if k not in seen and k.isdigit())
-        stats["removed"] = self.remove(project_id, gone) if gone else 0
-        with self.rt.store.edit(project_id) as snap:
-            snap.state.synced_at = time.time()
-            snap.state.label_config = config.xml
-        log.info("project %d resynced in %.1f s: %s -> memory revision %d", project_id,
-                 time.perf_counter() - started, stats, self.rt.store.revision(project_id))
-        self.rt.metrics.add("resyncs")
-        return stats
-
-
-def _same_entries(memory, ref: str, entries: list[MemoryEntry]) -> bool:
-    """True when `ref` already holds exactly these entries (a duplicate or no-op event)."""
-    if ref not in memory or ref in memory.negative_images:
-        return False
-    current = memory.entries(ref)
-    return len(current) == len(entries) and all(
-        a.label == b.label and a.negative == b.negative and np.float32(a.level) == np.float32(b.level)
-        and np.array_equal(np.asarray(a.vector, np.float32), np.asarray(b.vector, np.float32))
-        for a, b in zip(current, entries))
-
-
-def _same_negative(engine: Engine, snap: ProjectSnapshot, ref: str, previous: AnnotationRecord | None,
-                   updated_at: str | None) -> bool:
-    """True when `ref` is already this negative image. Without negative mining a negative image is only its id;
-    with it, the mined vectors depend on the memory, so only an identical event (same updated_at) is a duplicate."""
-    if ref not in snap.memory.negative_images:
-        return False
-    if not engine.config.use_negatives:
-        return not snap.memory.entries(ref)
-    return previous is not None and previous.kind == "negative" and updated_at is not None and \
-        previous.updated_at == updated_at
-
-
-def _older(incoming: str | None, stored: str | None) -> bool:
-    """True when `incoming` is strictly earlier than `stored` (Label Studio's ISO updated_at)."""
-    try:
-        return datetime.fromisoformat(str(incoming)) < datetime.fromisoformat(str(stored))
-    except (TypeError, ValueError):
-        return False
 
 
 def _int(value: Any) -> int | None:

@@ -20,13 +20,16 @@ log = logging.getLogger(__name__)
 
 class SyncWorker:
     def __init__(self, synchronizer: Synchronizer, metrics: Metrics, maxsize: int = 10_000,
-                 markers: PendingMarkers | None = None, on_change: Callable[[int], None] | None = None):
+                 markers: PendingMarkers | None = None, max_bytes: int = 128 * 1024 * 1024,
+                 on_change: Callable[[int], None] | None = None):
         self.synchronizer = synchronizer
         self.metrics = metrics
         self.markers = markers
         self.activity = ProjectActivity(markers)  # /setup, /predict and /webhook wait on it (freshness.py)
         self.on_change = on_change  # called with the project id after a job changed its memory
         self._queue: queue.Queue[SyncJob | None] = queue.Queue(maxsize=maxsize)
+        self.max_bytes = max_bytes  # bound on the queued jobs' size_bytes: 20 big payloads must not hold GBs
+        self._queued_bytes = 0
         self._pending_resyncs: set[int] = set()  # coalesce: one queued resync per project is enough
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -37,11 +40,17 @@ class SyncWorker:
             self._thread.start()
 
     def submit(self, job: SyncJob) -> bool:
-        """False when the queue is full (the caller answers 503) or the job duplicates a queued resync."""
+        """False when the queue is full, by count or by bytes (the caller answers 503); True when queued or when the
+        job duplicates a queued resync."""
         resync = job.action in RESYNC_ACTIONS or job.action == SYNC
         with self._lock:
             if resync and job.project_id in self._pending_resyncs:
                 return True
+            if self._queued_bytes and self._queued_bytes + job.size_bytes > self.max_bytes:
+                self.metrics.add("events_dropped")
+                log.warning("%s refused: the queued events hold %d bytes, %d more would pass NTT_QUEUE_MAX_BYTES=%d",
+                            job.action, self._queued_bytes, job.size_bytes, self.max_bytes)
+                return False
             if self.markers is not None:
                 self.markers.hold(job.project_id)
             if not resync:  # resyncs can take long: nobody waits for them
@@ -57,6 +66,7 @@ class SyncWorker:
                 return False
             if resync and job.project_id is not None:
                 self._pending_resyncs.add(job.project_id)
+            self._queued_bytes += job.size_bytes
         self.metrics.add(f"events_queued_{job.action}")
         return True
 
@@ -96,9 +106,14 @@ class SyncWorker:
         except Exception:  # noqa: BLE001 - an unreadable project: the job itself reports it
             return None
 
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
     def _process(self, job: SyncJob) -> None:
-        if job.action in RESYNC_ACTIONS or job.action == SYNC:
-            with self._lock:
+        with self._lock:
+            self._queued_bytes -= job.size_bytes
+            if job.action in RESYNC_ACTIONS or job.action == SYNC:
                 self._pending_resyncs.discard(job.project_id)
         started = time.perf_counter()
         before = self._revision(job.project_id)

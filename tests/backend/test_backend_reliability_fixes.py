@@ -135,9 +135,13 @@ def test_a_dead_writers_temporary_file_is_removed_and_flags_a_resync(app, client
     directory = store.project_dir(PROJECT)
     (directory / ".memory.ntt.abc123.tmp").write_bytes(b"half a memory")
     store._cache.clear()
-    recovered = store.snapshot(PROJECT)
-    assert not list(directory.glob(".*.tmp"))
+    recovered = store.snapshot(PROJECT)  # a read repairs its copy, and writes nothing (it may run on a full disk)
     assert recovered.state.synced_at is None and recovered.memory.reference_ids() == {"annotation:3"}
+    assert list(directory.glob(".*.tmp")) and '"synced_at": 123.0' in (directory / "state.json").read_text()
+    with store.edit(PROJECT):  # the next write repairs the files
+        pass
+    assert not list(directory.glob(".*.tmp"))
+    assert store.snapshot(PROJECT).state.synced_at is None and '"synced_at": null' in (directory / "state.json").read_text()
 
 
 def test_a_memory_newer_than_its_state_gets_its_records_back(app, client, dataset):
@@ -153,6 +157,9 @@ def test_a_memory_newer_than_its_state_gets_its_records_back(app, client, datase
     assert set(recovered.state.annotations) == {"3", "5"}
     assert recovered.state.annotations["5"].updated_at is None  # any later event or resync re-applies it
     assert recovered.state.revision == recovered.memory.revision == 2
+    assert json.loads((directory / "state.json").read_text())["revision"] == 1  # a read writes nothing
+    with store.edit(PROJECT):  # the next write does
+        pass
     assert json.loads((directory / "state.json").read_text())["revision"] == 2
 
 
