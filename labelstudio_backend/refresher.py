@@ -14,7 +14,8 @@ What (API mode only, one background thread per process, bounded):
 - predictions of other models, and tasks with annotations, are never touched;
 - a newer memory change restarts the pass from the first task; while Label Studio runs a /predict of the project
   (in any process: marker files), the pass waits and starts over, since Label Studio stores that request's
-  predictions itself; two own predictions of the current version on a task (a race with one) keep the newest.
+  predictions itself; a prediction computed while such a /predict began is not written (checked just before the
+  write); two own predictions of the current version on a task (a race left in that last window) keep the newest.
 Several processes of one MODEL_DIR: one refreshes a project at a time (a file lock); the others skip.
 """
 from __future__ import annotations
@@ -174,6 +175,11 @@ class Refresher:
                 lean = {"id": task.get("id"), "data": task.get("data"), "project": project}
                 prediction = self.predictor.predict_task(engine, snap, config, lean, self.rt.thresholds(snap.state),
                                                          version, strict=True)
+                if self.predicts.busy(project):  # a /predict began while we computed: Label Studio will store its
+                    self._wait_predicts(project)  # result for this task too, and ours would be a second one
+                    self.notify(project)
+                    stats.restarted = True
+                    break
                 mine = self._reread(project, task["id"], own)  # Label Studio may have predicted it meanwhile
                 if mine is None:
                     continue  # annotated (or gone) meanwhile: not ours to touch any more

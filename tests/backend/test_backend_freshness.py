@@ -156,3 +156,44 @@ def test_predicts_in_flight_are_seen_across_processes_through_marker_files(tmp_p
     assert other_process.busy(4)  # Label Studio stores the answer's predictions right after it
     monkeypatch.setattr(PredictsInFlight, "SETTLE_S", 0.0)
     assert not other_process.busy(4)
+
+
+def test_refresh_writes_nothing_computed_while_a_predict_began(make_app, dataset, monkeypatch):
+    """Label Studio stores a /predict's answer itself once it returns: a refreshed prediction written for the same
+    task meanwhile would be a second current one (seen with gunicorn: 9 current predictions on 8 tasks)."""
+    from labelstudio_backend.freshness import PredictsInFlight
+
+    monkeypatch.setattr(PredictsInFlight, "SETTLE_S", 0.2)
+    ls = FakeLabelStudio(dataset)
+    app = _api_app(make_app, ls, refresh_tasks=2)
+    client = app.test_client()
+    for image_id in range(1, 5):
+        ls.add_task(image_id)
+    setup(client)
+    backend = app.extensions["ntt"]
+    compute = backend.refresher.predictor.predict_task
+    label_studio_predicts = []
+
+    def label_studio_predict(task_id: int, version: str) -> None:  # another worker answers LS's /predict
+        with backend.predicts.hold(PROJECT):
+            time.sleep(0.3)
+        ls.create_prediction(task_id, [], 0.5, version)  # and Label Studio stores the answer
+
+    def predict_while_label_studio_predicts(engine, snap, config, task, thresholds, version, **kwargs):
+        if not label_studio_predicts:  # the first refreshed task: Label Studio's /predict starts meanwhile
+            label_studio_predicts.append(threading.Thread(target=label_studio_predict, args=(task["id"], version)))
+            label_studio_predicts[0].start()
+            time.sleep(0.05)
+        return compute(engine, snap, config, task, thresholds, version, **kwargs)
+
+    monkeypatch.setattr(backend.refresher.predictor, "predict_task", predict_while_label_studio_predicts)
+    ids = dataset.positive_ids()
+    ls.annotate(10, 100 + ids[0], annotation_result(dataset, ids[0]))
+    send(app, client, {"action": "ANNOTATION_CREATED", "annotation": {"id": 10}, "project": {"id": PROJECT}})
+    assert backend.refresher.wait_idle(30)
+    label_studio_predicts[0].join()
+    head = [t for t in sorted(ls.tasks) if t != 100 + ids[0]][:2]
+    current = {t: [p["model_version"] for p in ls.tasks[t]["predictions"]] for t in head}
+    assert all(len(versions) == 1 for versions in current.values()), current
+    # and never for a moment two: the refresh wrote nothing for the task Label Studio was predicting
+    assert len(ls.predictions) == len(head) and not [c for c in ls.calls if c.startswith("delete prediction")]
