@@ -31,23 +31,13 @@ def peak_rss_mib() -> float:
 def measure_preset(preset: str, threads: int, size: tuple[int, int]) -> dict:
     import numpy as np
     import torch
-    from pycocotools.coco import COCO
-
+    from generated_samples import generated_samples
     from ntt_engine import Engine, EngineConfig, MemoryBank
     from ntt_engine.export import mask_to_rle
-    from ntt_engine.image_io import load_image
     from ntt_engine.memory import MemoryEntry
-    from ntt_engine.synthetic import generate_dataset
 
     torch.set_num_threads(threads)
-    data = Path(tempfile.mkdtemp(prefix="ntt-bench-"))
-    coco = COCO(str(generate_dataset(data, images=3, classes=3, seed=1, size=size, negative_fraction=0.0)))
-    samples = []
-    for image_id in sorted(coco.getImgIds()):
-        anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
-        samples.append((load_image(data / "images" / coco.loadImgs(image_id)[0]["file_name"]),
-                        [coco.loadCats(a["category_id"])[0]["name"] for a in anns],
-                        [coco.annToMask(a).astype(bool) for a in anns]))
+    samples = generated_samples("ntt-bench-", images=3, classes=3, seed=1, size=size, negative_fraction=0.0)
     (ref_image, ref_labels, ref_masks), (target, target_labels, target_masks), (other, other_labels, other_masks) = \
         samples
 

@@ -16,11 +16,9 @@ Prints one JSON document; writes nothing.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import resource
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,11 +31,10 @@ import torch  # noqa: E402
 from ntt_engine import Engine, EngineConfig  # noqa: E402
 from ntt_engine.backbones.dinov2 import DinoV2Encoder  # noqa: E402
 from ntt_engine.backbones.sam2_proposer import Sam2ProposalGenerator  # noqa: E402
-from ntt_engine.image_io import load_image  # noqa: E402
 from ntt_engine.matching import MatchSettings, nms_cap, select_detections, upsample_logits  # noqa: E402
 from ntt_engine.pooling import pool_proposals  # noqa: E402
 from ntt_engine.prompting import paper_grid  # noqa: E402
-from ntt_engine.synthetic import generate_dataset  # noqa: E402
+from generated_samples import generated_samples  # noqa: E402
 
 GATE = 0.4
 
@@ -120,16 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from pycocotools.coco import COCO
-    data = Path(tempfile.mkdtemp(prefix="ntt-parity-"))
-    with contextlib.redirect_stdout(sys.stderr):  # pycocotools chats on stdout; the report is the only output there
-        coco = COCO(str(generate_dataset(data, images=3, classes=2, seed=3, size=(320, 240), negative_fraction=0.0)))
-    samples = []
-    for image_id in sorted(coco.getImgIds()):
-        anns = coco.loadAnns(coco.getAnnIds(imgIds=[image_id]))
-        samples.append((load_image(data / "images" / coco.loadImgs(image_id)[0]["file_name"]),
-                        [coco.loadCats(a["category_id"])[0]["name"] for a in anns],
-                        [coco.annToMask(a).astype(bool) for a in anns]))
+    samples = generated_samples("ntt-parity-", images=3, classes=2, seed=3, size=(320, 240), negative_fraction=0.0)
     target = samples[-1][0]
     settings = MatchSettings(0.5, nms_cap(100, 8), 0.5, 100, 0.8)
 

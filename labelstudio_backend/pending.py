@@ -16,6 +16,7 @@ import os
 import threading
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 try:
     import fcntl
@@ -91,39 +92,27 @@ class PendingMarkers:
         their markers' locks, so theirs are never claimed."""
         if not self.enabled:
             return []
-        directory = self.model_dir / DIRECTORY
-        mine = self.path(project).name
         claimed = []
-        for path in directory.glob(f"{int(project)}.*"):
-            if path.name == mine or path.name.endswith(".new"):  # .new: being created (locked a moment later)
-                continue
+        for path, fd in self._open_others(project):
             try:
-                fd = os.open(path, os.O_RDWR)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # its process is alive
+            st = os.fstat(fd)
+            if st.st_nlink == 0:
+                continue  # released normally while we looked
+            try:
+                if os.stat(path).st_ino != st.st_ino:
+                    continue  # replaced by a new live marker meanwhile
+                os.unlink(path)
             except OSError:
                 continue
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    continue  # its process is alive
-                st = os.fstat(fd)
-                if st.st_nlink == 0:
-                    continue  # released normally while we looked
-                try:
-                    if os.stat(path).st_ino != st.st_ino:
-                        continue  # replaced by a new live marker meanwhile
-                    os.unlink(path)
-                except OSError:
-                    continue
-                claimed.append(path.name)
-            finally:
-                os.close(fd)
+            claimed.append(path.name)
         return claimed
 
-    def others_live(self, project: int) -> bool:
-        """True while another live process holds unapplied events of `project` (its marker is locked)."""
-        if not self.enabled:
-            return False
+    def _open_others(self, project: int) -> Iterator[tuple[Path, int]]:
+        """Markers of `project` of other processes, live or dead, each opened (closed once the caller moves on).
+        .new: being created, locked a moment later."""
         mine = self.path(project).name
         for path in (self.model_dir / DIRECTORY).glob(f"{int(project)}.*"):
             if path.name == mine or path.name.endswith(".new"):
@@ -133,13 +122,20 @@ class PendingMarkers:
             except OSError:
                 continue
             try:
+                yield path, fd
+            finally:
+                os.close(fd)
+
+    def others_live(self, project: int) -> bool:
+        """True while another live process holds unapplied events of `project` (its marker is locked)."""
+        if not self.enabled:
+            return False
+        for _, fd in self._open_others(project):
+            try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 return True  # locked: its process is alive and has not applied its events yet
-            else:
-                fcntl.flock(fd, fcntl.LOCK_UN)  # a dead process's marker: /setup claims it (resync)
-            finally:
-                os.close(fd)
+            fcntl.flock(fd, fcntl.LOCK_UN)  # a dead process's marker: /setup claims it (resync)
         return False
 
     def close(self) -> None:
