@@ -241,6 +241,7 @@ def _register_routes(app: Flask, backend: Backend) -> None:
         if schema is not None and not isinstance(schema, str):
             raise BadRequest(f"/setup 'schema' must be the label config as XML text, got a {type(schema).__name__}")
         engine = rt.wait_engine(SETUP_ENGINE_WAIT_S)
+        backend.predicts.expect(project)  # a /predict may follow: the refresh holds off (freshness.py)
         # Label Studio serves the next task right after this answer: let the submit's event reach the memory first
         wait_for_events(worker.activity, rt.metrics, project, rt.settings.setup_wait, "setup")
         snap = rt.store.snapshot(project)

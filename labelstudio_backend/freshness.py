@@ -97,7 +97,8 @@ def wait_for_events(activity: ProjectActivity, metrics, project: int, timeout: f
 class PredictsInFlight:
     """Marker files MODEL_DIR/<project>/.predicting.<pid>-<n> while a /predict of that project runs, in any process
     of this MODEL_DIR: the refresh (refresher.py) waits for them, since Label Studio creates the predictions of a
-    /predict itself when it returns, and refreshing the same tasks meanwhile would give them two."""
+    /predict itself when it returns, and refreshing the same tasks meanwhile would give them two. A /setup counts
+    too: Label Studio chooses the tasks to predict right after it."""
 
     STALE_S = 600.0  # a marker older than this was left by a killed process
     SETTLE_S = 3.0  # after a /predict answered, Label Studio still has to store its predictions
@@ -125,6 +126,17 @@ class PredictsInFlight:
                 except OSError:
                     pass
                 path.unlink(missing_ok=True)
+
+    def expect(self, project: int) -> None:
+        """A /setup: Label Studio asks it right before it picks the tasks lacking a current prediction and calls
+        /predict for them (label stream, Retrieve predictions); a refreshed prediction written in between would be a
+        second one. Counts as a /predict that just answered (busy for SETTLE_S)."""
+        directory = self.project_dir(project)
+        if directory.is_dir():  # a project without a directory has nothing to refresh: nothing is created
+            try:
+                (directory / ".predicted").touch()
+            except OSError:
+                pass
 
     def busy(self, project: int) -> bool:
         now = time.time()

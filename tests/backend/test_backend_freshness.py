@@ -156,6 +156,14 @@ def test_predicts_in_flight_are_seen_across_processes_through_marker_files(tmp_p
     assert other_process.busy(4)  # Label Studio stores the answer's predictions right after it
     monkeypatch.setattr(PredictsInFlight, "SETTLE_S", 0.0)
     assert not other_process.busy(4)
+    # a /setup: Label Studio picks the tasks to predict right after it, so the refresh holds off as after a /predict
+    monkeypatch.setattr(PredictsInFlight, "SETTLE_S", 3.0)
+    (tmp_path / "4" / ".predicted").unlink()
+    assert not other_process.busy(4)
+    predicts.expect(4)
+    assert other_process.busy(4)
+    predicts.expect(6)  # no project directory: nothing is created
+    assert not (tmp_path / "6").exists()
 
 
 def test_refresh_writes_nothing_computed_while_a_predict_began(make_app, dataset, monkeypatch):
