@@ -12,6 +12,8 @@ What (API mode only, one background thread per process, bounded):
   replaced in place (PATCH: its id stays, so an annotator who has the task open can still submit, since the
   submit names that id as parent_prediction), older own ones are deleted, and a task without one gets a new one;
 - predictions of other models, and tasks with annotations, are never touched;
+- a pass starts START_DELAY_S after the project's last change, so the task Label Studio serves right after a submit
+  is predicted by Label Studio's own /setup + /predict (which hold the refresh off), not by both;
 - a newer memory change restarts the pass from the first task; while Label Studio runs a /predict of the project
   (in any process: marker files), the pass waits and starts over, since Label Studio stores that request's
   predictions itself; a prediction computed while such a /predict began is not written (checked just before the
@@ -39,6 +41,9 @@ from .runtime import EngineUnavailable, Runtime
 log = logging.getLogger(__name__)
 
 PREDICT_WAIT_S = 120.0  # at most this long for /predict requests of the project to finish before a pass
+# a pass starts this long after the project's last change: Label Studio serves the next task of the label stream about
+# 1 s after a submit (its /setup then holds the refresh off until its own /predict is stored), and bursts coalesce
+START_DELAY_S = 2.0
 
 
 @dataclass
@@ -65,6 +70,7 @@ class Refresher:
         self.max_tasks = max_tasks
         self.predicts = predicts
         self._wanted: list[int] = []
+        self._due: dict[int, float] = {}  # project -> monotonic time its pass may start
         self._condition = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -93,6 +99,7 @@ class Refresher:
         with self._condition:
             if project not in self._wanted:
                 self._wanted.append(project)
+            self._due[project] = time.monotonic() + START_DELAY_S
             self._condition.notify_all()
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
@@ -112,11 +119,17 @@ class Refresher:
     def _run(self) -> None:
         while True:
             with self._condition:
-                while not self._wanted and not self._stopping:
-                    self._condition.wait()
+                while not self._stopping:
+                    now = time.monotonic()
+                    ready = [p for p in self._wanted if self._due.get(p, 0.0) <= now]
+                    if ready:
+                        break
+                    soonest = min((self._due.get(p, now) for p in self._wanted), default=None)
+                    self._condition.wait(None if soonest is None else max(0.01, soonest - now))
                 if self._stopping:
                     return
-                project = self._wanted.pop(0)
+                project = ready[0]
+                self._wanted.remove(project)
                 self._running = True
             try:
                 self.refresh(project)
