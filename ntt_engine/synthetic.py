@@ -33,6 +33,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .memory import atomic_write_bytes
+
 MAX_CLASSES = 8
 DIFFICULTIES = ("easy", "hard")
 MIN_VISIBLE_PIXELS = 64
@@ -296,18 +298,9 @@ def _draw(rng: np.random.Generator, kinds: list[tuple[Appearance, int | None]], 
 
 def mask_to_annotation(mask: np.ndarray) -> dict:
     """COCO fields of one binary mask: RLE (counts as str), area = pixel count, bbox = exact extent (xywh)."""
-    from pycocotools import mask as mask_utils
+    from .export import mask_to_bbox, mask_to_rle
 
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    ys, xs = np.nonzero(mask)
-    x0, x1, y0, y1 = int(xs.min()), int(xs.max()), int(ys.min()), int(ys.max())
-    return {
-        "segmentation": {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": rle["counts"]},
-        "area": int(mask.sum()),
-        "bbox": [float(x0), float(y0), float(x1 - x0 + 1), float(y1 - y0 + 1)],
-        "iscrowd": 0,
-    }
+    return {"segmentation": mask_to_rle(mask), "area": int(mask.sum()), "bbox": list(mask_to_bbox(mask)), "iscrowd": 0}
 
 
 def generate_dataset(out_dir: str | Path, images: int, classes: int, seed: int,
@@ -369,9 +362,7 @@ def generate_dataset(out_dir: str | Path, images: int, classes: int, seed: int,
         "categories": [{"id": k + 1, "name": look.name, "supercategory": "synthetic"} for k, look in enumerate(looks)],
     }
     path = out / "instances.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(dataset))
-    tmp.replace(path)
+    atomic_write_bytes(path, json.dumps(dataset).encode())
     return path
 
 
