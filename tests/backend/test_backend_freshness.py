@@ -72,17 +72,28 @@ def _api_app(make_app, ls, **overrides):
                     **overrides)
 
 
-def test_refresh_replaces_own_stale_predictions_in_place_and_keeps_other_models(make_app, dataset):
+def _refresh_project(make_app, dataset, refresh_tasks: int, images: int):
+    """The fake Label Studio with `images` tasks, and a connected API-mode app refreshing `refresh_tasks` of them."""
     ls = FakeLabelStudio(dataset)
-    app = _api_app(make_app, ls, refresh_tasks=3)
+    app = _api_app(make_app, ls, refresh_tasks=refresh_tasks)
     client = app.test_client()
-    for image_id in range(1, 7):
+    for image_id in range(1, images + 1):
         ls.add_task(image_id)
     setup(client)
+    return ls, app, client
+
+
+def _annotate(ls, app, client, dataset, annotation_id: int, image_id: int) -> None:
+    """An annotation of `image_id`'s ground truth in Label Studio, and its webhook."""
+    ls.annotate(annotation_id, 100 + image_id, annotation_result(dataset, image_id))
+    send(app, client, {"action": "ANNOTATION_CREATED", "annotation": {"id": annotation_id}, "project": {"id": PROJECT}})
+
+
+def test_refresh_replaces_own_stale_predictions_in_place_and_keeps_other_models(make_app, dataset):
+    ls, app, client = _refresh_project(make_app, dataset, refresh_tasks=3, images=6)
     refresher = app.extensions["ntt"].refresher
     ids = dataset.positive_ids()
-    ls.annotate(10, 100 + ids[0], annotation_result(dataset, ids[0]))
-    send(app, client, {"action": "ANNOTATION_CREATED", "annotation": {"id": 10}, "project": {"id": PROJECT}})
+    _annotate(ls, app, client, dataset, 10, ids[0])
     assert refresher.wait_idle(30)
     unlabelled = [t for t in sorted(ls.tasks) if t != 100 + ids[0]][:3]
     first = {t: [p for p in ls.tasks[t]["predictions"]] for t in unlabelled}
@@ -92,8 +103,7 @@ def test_refresh_replaces_own_stale_predictions_in_place_and_keeps_other_models(
     ls.create_prediction(unlabelled[0], [], 0.3, "someone-else-v1")  # another model's prediction
     stale_duplicate = ls.create_prediction(unlabelled[1], [], 0.1, version)  # an older own duplicate
     # a memory change: everything of ours on the next tasks moves to .r2, in place
-    ls.annotate(11, 100 + ids[1], annotation_result(dataset, ids[1]))
-    send(app, client, {"action": "ANNOTATION_CREATED", "annotation": {"id": 11}, "project": {"id": PROJECT}})
+    _annotate(ls, app, client, dataset, 11, ids[1])
     assert refresher.wait_idle(30)
     head = [t for t in sorted(ls.tasks) if t not in (100 + ids[0], 100 + ids[1])][:3]
     for task in head:
@@ -172,12 +182,7 @@ def test_refresh_writes_nothing_computed_while_a_predict_began(make_app, dataset
     from labelstudio_backend.freshness import PredictsInFlight
 
     monkeypatch.setattr(PredictsInFlight, "SETTLE_S", 0.2)
-    ls = FakeLabelStudio(dataset)
-    app = _api_app(make_app, ls, refresh_tasks=2)
-    client = app.test_client()
-    for image_id in range(1, 5):
-        ls.add_task(image_id)
-    setup(client)
+    ls, app, client = _refresh_project(make_app, dataset, refresh_tasks=2, images=4)
     backend = app.extensions["ntt"]
     compute = backend.refresher.predictor.predict_task
     label_studio_predicts = []
@@ -196,8 +201,7 @@ def test_refresh_writes_nothing_computed_while_a_predict_began(make_app, dataset
 
     monkeypatch.setattr(backend.refresher.predictor, "predict_task", predict_while_label_studio_predicts)
     ids = dataset.positive_ids()
-    ls.annotate(10, 100 + ids[0], annotation_result(dataset, ids[0]))
-    send(app, client, {"action": "ANNOTATION_CREATED", "annotation": {"id": 10}, "project": {"id": PROJECT}})
+    _annotate(ls, app, client, dataset, 10, ids[0])
     assert backend.refresher.wait_idle(30)
     label_studio_predicts[0].join()
     head = [t for t in sorted(ls.tasks) if t != 100 + ids[0]][:2]
