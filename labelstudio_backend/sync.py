@@ -341,6 +341,9 @@ class Synchronizer(FullResync):
                                    for o in item.learned.observations]
             record.missed = dict(item.learned.missed)
             if same_entries(snap.memory, ref, entries):
+                if previous is not None:  # a duplicate: its leave-one-out ran against another memory, and
+                    # thresholds that moved without the revision would give one model_version two answers
+                    record.observations, record.missed = previous.observations, previous.missed
                 log.info("annotation %d: unchanged (%d reference(s) %s); memory revision stays %d",
                          item.annotation_id, item.learned.references, labels, snap.memory.revision)
                 self.rt.metrics.add("events_unchanged")
@@ -354,7 +357,6 @@ class Synchronizer(FullResync):
             engine.remove_reference(ref, memory=snap.memory)
             log.warning("annotation %d: no usable region left; removed its earlier references", item.annotation_id)
         snap.state.annotations[key] = record
-
 
 
 def _int(value: Any) -> int | None:

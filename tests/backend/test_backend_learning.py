@@ -187,3 +187,24 @@ def test_calibrated_thresholds_are_used_by_default_and_shown_in_metrics(make_app
     setup(client, extra_params='{"score_threshold": 0.7}')
     gauge = next(p for p in client.get("/metrics").json["projects"] if p["project"] == 4)
     assert gauge["threshold_source"] == "extra_params" and set(gauge["thresholds"].values()) == {0.7}
+
+
+def test_a_duplicate_event_changes_neither_the_revision_nor_the_thresholds(make_app, dataset):
+    """A redelivered annotation is unchanged, but its leave-one-out now runs against a memory that has grown: its
+    observations must stay those of the memory it changed, or one model_version would answer two ways."""
+    app = make_app(score_threshold=None)
+    client = app.test_client()
+    ids = dataset.positive_ids()
+    first = created_webhook(dataset, 1, ids[0], annotation_result(dataset, ids[0]))
+    send(app, client, first)
+    for annotation_id, image_id in ((2, ids[1]), (3, ids[2]), (4, ids[3])):
+        send(app, client, created_webhook(dataset, annotation_id, image_id, annotation_result(dataset, image_id)))
+    before = snap(app)
+    record, revision = copy.deepcopy(before.state.annotations["1"]), before.memory.revision
+    thresholds = app.extensions["ntt"].runtime.thresholds(before.state)
+    send(app, client, first)  # the same event again
+    after = snap(app)
+    assert after.memory.revision == revision
+    assert (after.state.annotations["1"].observations, after.state.annotations["1"].missed) == \
+        (record.observations, record.missed)
+    assert app.extensions["ntt"].runtime.thresholds(after.state) == thresholds
