@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 import run_demo  # noqa: E402  (the demo's project, data and reference helpers)
-from labelstudio_backend.local_stack import (APIError, BackendServer, LabelStudioAPI, LabelStudioServer,  # noqa: E402
+from local_stack import (APIError, BackendServer, LabelStudioAPI, LabelStudioServer,  # noqa: E402
                                              StartError, label_studio_bin, wait_until)
-from labelstudio_backend.local_stack.procutil import free_ls_port  # noqa: E402
+from local_stack.procutil import free_ls_port  # noqa: E402
 
 
 class UICheckError(RuntimeError):
@@ -190,7 +190,7 @@ def print_report(name: str, r: dict) -> None:
     say(f"{name}: task {r['task']}, {r['regions_on_screen']} regions on screen" + (f" ({kinds})" if kinds else "")
         + f"; {r['predictions_in_editor']} prediction(s) loaded in the editor")
     say(f"  model_version of the prediction(s) in the editor: {', '.join(r['editor_prediction_versions']) or 'none'}")
-    say(f"  the task's predictions now, via the API (id model_version: regions): "
+    say("  the task's predictions now, via the API (id model_version: regions): "
         + (", ".join(f"{i} {v}: {n}" for i, v, n in zip(r["prediction_ids"], r["prediction_versions"],
                                                          r["prediction_regions"])) or "none"))
     say(f"  backend's current model_version {r['backend_model_version']}: "

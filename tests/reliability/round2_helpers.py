@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from PIL import Image
 
 __all__ = ["Case", "run_cases", "rle_bits", "rle_wide_words", "rle_many_blocks", "fake_ghostscript", "eps_file",
