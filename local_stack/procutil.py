@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_LS_BIN = REPO / ".venv-ls" / "bin" / "label-studio"
 DEFAULT_PYTHON = REPO / ".venv" / "bin" / "python"
 

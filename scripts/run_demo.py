@@ -38,7 +38,7 @@ import requests  # noqa: E402
 
 from demo_presets import DemoError, ensure_checkpoints, pick_preset  # noqa: E402
 from labelstudio_backend.label_config import recommended_label_config  # noqa: E402
-from labelstudio_backend.local_stack import (ADMIN_EMAIL, ADMIN_PASSWORD, APIError, BackendServer,  # noqa: E402
+from local_stack import (ADMIN_EMAIL, ADMIN_PASSWORD, APIError, BackendServer,  # noqa: E402
                                              LabelStudioAPI, LabelStudioServer, StartError, TokenExistsError,
                                              create_personal_access_token, free_port, label_studio_bin,
                                              port_in_use, wait_until)

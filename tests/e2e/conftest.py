@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from labelstudio_backend.local_stack import BackendServer, LabelStudioAPI, LabelStudioServer  # noqa: E402
+from local_stack import BackendServer, LabelStudioAPI, LabelStudioServer  # noqa: E402
 
 # The synthetic data set every e2e test shares: small images keep the whole module within a few minutes.
 N_IMAGES = 24

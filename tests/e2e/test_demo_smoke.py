@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from labelstudio_backend.local_stack import REPO, free_port, label_studio_bin, port_in_use
+from local_stack import REPO, free_port, label_studio_bin, port_in_use
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

@@ -31,7 +31,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from labelstudio_backend.label_config import recommended_label_config
-from labelstudio_backend.local_stack import BackendServer, LabelStudioAPI, wait_until
+from local_stack import BackendServer, LabelStudioAPI, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 

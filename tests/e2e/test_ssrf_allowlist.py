@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labelstudio_backend.local_stack import APIError, BackendServer, LabelStudioAPI, LabelStudioServer
+from local_stack import APIError, BackendServer, LabelStudioAPI, LabelStudioServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -15,7 +15,7 @@ import numpy as np
 import requests
 
 from backend_helpers import LABEL_CONFIG, PROJECT, Dataset, region_for
-from labelstudio_backend.local_stack import BackendServer, wait_until
+from local_stack import BackendServer, wait_until
 from ntt_engine import MemoryBank
 
 __all__ = ["LABEL_CONFIG", "PROJECT", "start_backend", "kill9", "call", "metrics", "gauge", "wait_idle",
