@@ -6,7 +6,7 @@
 
 See app.py for the routes and settings.py for the environment variables.
 """
-from .app import create_app
-from .settings import Settings
+from labelstudio_backend.app import create_app
+from labelstudio_backend.settings import Settings
 
 __all__ = ["Settings", "create_app"]

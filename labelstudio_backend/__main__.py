@@ -9,7 +9,7 @@ import sys
 from dataclasses import asdict
 from typing import Sequence
 
-from .settings import Settings, SettingsError
+from labelstudio_backend.settings import Settings, SettingsError
 
 
 def _serve(argv: Sequence[str]) -> int:
@@ -20,7 +20,7 @@ def _serve(argv: Sequence[str]) -> int:
     parser.add_argument("--log-level", default=None, help="overrides LOG_LEVEL")
     args = parser.parse_args(argv)
     settings = _settings(parser, log_level=args.log_level)
-    from .app import create_app
+    from labelstudio_backend.app import create_app
 
     app = create_app(settings)
     app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
@@ -44,8 +44,8 @@ def _prelabel(argv: Sequence[str]) -> int:
     parser.add_argument("--log-level", default=None)
     args = parser.parse_args(argv)
     settings = _settings(parser, log_level=args.log_level)
-    from .app import configure_logging
-    from .prelabel import prelabel
+    from labelstudio_backend.app import configure_logging
+    from labelstudio_backend.prelabel import prelabel
 
     configure_logging(settings.log_level)
     stats = prelabel(settings, args.project, args.batch_size, args.ray, args.ray_address, args.actors, args.limit,

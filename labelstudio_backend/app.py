@@ -29,21 +29,22 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from . import strict_json
-from .admission import Admission
-from .events import SYNC, EventError, SyncJob, parse_webhook
-from .freshness import PredictsInFlight, wait_for_events
-from .label_config import LabelConfigError, parse_label_config
-from .metrics import threshold_gauges
-from .pending import PendingMarkers
-from .predictions import Predictor
-from .projects import ProjectError, parse_project_id
-from .refresher import Refresher
-from .routes_loop import register_loop_routes
-from .runtime import EngineUnavailable, Runtime, limit_malloc_arenas
-from .settings import Settings
-from .sync import RESYNC_STALE_S, Synchronizer
-from .worker import SyncWorker
+from labelstudio_backend import strict_json
+from labelstudio_backend.admission import Admission
+from labelstudio_backend.calibration_state import threshold_gauges
+from labelstudio_backend.events import SYNC, EventError, SyncJob, parse_webhook
+from labelstudio_backend.freshness import PredictsInFlight, wait_for_events
+from labelstudio_backend.label_config import LabelConfigError, parse_label_config
+from labelstudio_backend.pending import PendingMarkers
+from labelstudio_backend.predictions import Predictor
+from labelstudio_backend.project_ids import parse_project_id
+from labelstudio_backend.projects import ProjectError
+from labelstudio_backend.refresher import Refresher
+from labelstudio_backend.routes_loop import register_loop_routes
+from labelstudio_backend.runtime import EngineUnavailable, Runtime, limit_malloc_arenas
+from labelstudio_backend.settings import Settings
+from labelstudio_backend.sync import RESYNC_STALE_S, Synchronizer
+from labelstudio_backend.worker import SyncWorker
 
 log = logging.getLogger(__name__)
 

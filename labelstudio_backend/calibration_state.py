@@ -11,11 +11,12 @@ An explicit threshold wins: the project's extra_params {"score_threshold": x}, e
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from ntt_engine.calibration import ScoreObservation, calibrate_thresholds
 
-from .projects import ProjectState
-from .task_score import Thresholds
+from labelstudio_backend.projects import ProjectState
+from labelstudio_backend.task_score import Thresholds
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -48,3 +49,15 @@ def threshold_source(state: ProjectState, env_threshold: float | None) -> str:
     if env_threshold is not None:
         return "NTT_SCORE_THRESHOLD"
     return "calibrated"
+
+
+def threshold_gauges(rt: Any, snap: Any) -> dict[str, Any]:
+    """A project's per-class score thresholds for /metrics: every class with references, and where they come from."""
+    thresholds = project_thresholds(snap.state, rt.settings.score_threshold)
+    labels = sorted(set(snap.memory.counts()) | set(thresholds.per_class))
+    negatives = sum(1 for entries in [snap.memory.entries(r) for r in snap.memory.reference_ids()
+                                      if r not in snap.memory.negative_images] for e in entries if e.negative)
+    return {"thresholds": {label: round(thresholds.of(label), 4) for label in labels},
+            "threshold_source": threshold_source(snap.state, rt.settings.score_threshold),
+            "calibration_observations": sum(len(r.observations or []) for r in snap.state.annotations.values()),
+            "correction_negatives": negatives}

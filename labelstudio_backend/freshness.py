@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 
-from .pending import PendingMarkers
+from labelstudio_backend.pending import PendingMarkers
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,8 @@ from ntt_engine.calibration import ScoreObservation, leave_one_out, observations
 from ntt_engine.corrections import CorrectionDiff, LabelledMask, diff_correction, merge_duplicates
 from ntt_engine.memory import MemoryEntry
 
-from .label_config import LabelConfig
-from .regions import GEOMETRY_TYPES, REGION_TYPES, Region, RegionError, parse_region
+from labelstudio_backend.label_config import LabelConfig
+from labelstudio_backend.regions import GEOMETRY_TYPES, REGION_TYPES, Region, RegionError, parse_region
 
 log = logging.getLogger(__name__)
 
@@ -230,3 +230,7 @@ def learn(engine: Engine, image: np.ndarray, config: LabelConfig, annotation: di
             learned.observations, learned.missed = leave_one_out(engine, ref, image, final_objects, memory=memory)
     learned.entries, learned.references, learned.negatives = pool(engine, image, references, negatives, what)
     return learned
+
+
+def own_version_pattern(engine: Engine) -> re.Pattern:
+    return re.compile(rf"^{re.escape(engine.model_id)}\.r\d+$")

@@ -75,18 +75,3 @@ def label_value(value: Any) -> str:
 def _number(value: Any) -> str:
     """A sample value: a number, never text that could end the line."""
     return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "NaN"
-
-
-def threshold_gauges(rt: Any, snap: Any) -> dict[str, Any]:
-    """A project's per-class score thresholds for /metrics: every class with references, and where they come from
-    (calibration_state.py)."""
-    from .calibration_state import threshold_source
-
-    thresholds = rt.thresholds(snap.state)
-    labels = sorted(set(snap.memory.counts()) | set(thresholds.per_class))
-    negatives = sum(1 for entries in [snap.memory.entries(r) for r in snap.memory.reference_ids()
-                                      if r not in snap.memory.negative_images] for e in entries if e.negative)
-    return {"thresholds": {label: round(thresholds.of(label), 4) for label in labels},
-            "threshold_source": threshold_source(snap.state, rt.settings.score_threshold),
-            "calibration_observations": sum(len(r.observations or []) for r in snap.state.annotations.values()),
-            "correction_negatives": negatives}

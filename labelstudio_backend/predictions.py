@@ -16,13 +16,14 @@ import numpy as np
 
 from ntt_engine import Engine, PromptSet
 
-from .images import ImageFetchError
-from .label_config import LabelConfig
-from .learning import instance_prefix
-from .projects import ProjectSnapshot
-from .regions import RegionError, instance_regions, percent, rectangle_to_box
-from .runtime import Runtime
-from .task_score import Thresholds, shown, task_certainty
+from labelstudio_backend.calibration_state import project_thresholds
+from labelstudio_backend.images import ImageFetchError
+from labelstudio_backend.label_config import LabelConfig
+from labelstudio_backend.learning import instance_prefix
+from labelstudio_backend.projects import ProjectSnapshot
+from labelstudio_backend.regions import RegionError, instance_regions, percent, rectangle_to_box
+from labelstudio_backend.runtime import Runtime
+from labelstudio_backend.task_score import Thresholds, shown, task_certainty
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class Predictor:
             interactive = self.interactive(engine, config, tasks[0], context, version)
             if interactive is not None:
                 return [interactive] + [empty_prediction(version) for _ in tasks[1:]]
-        thresholds = self.rt.thresholds(snap.state)
+        thresholds = project_thresholds(snap.state, self.rt.settings.score_threshold)
         return [self.predict_task(engine, snap, config, task, thresholds, version) for task in tasks]
 
     def predict_task(self, engine: Engine, snap: ProjectSnapshot, config: LabelConfig, task: Any,

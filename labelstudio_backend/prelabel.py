@@ -25,14 +25,15 @@ from tqdm import tqdm
 
 from ntt_engine import MemoryBank
 
-from .images import ImageFetchError
-from .label_config import LabelConfig, parse_label_config
-from .predictions import Predictor
-from .projects import ProjectSnapshot, ProjectState
-from .refresher import own_version_pattern
-from .runtime import Runtime
-from .settings import Settings
-from .sync import Synchronizer
+from labelstudio_backend.calibration_state import project_thresholds
+from labelstudio_backend.images import ImageFetchError
+from labelstudio_backend.label_config import LabelConfig, parse_label_config
+from labelstudio_backend.learning import own_version_pattern
+from labelstudio_backend.predictions import Predictor
+from labelstudio_backend.projects import ProjectSnapshot, ProjectState
+from labelstudio_backend.runtime import Runtime
+from labelstudio_backend.settings import Settings
+from labelstudio_backend.sync import Synchronizer
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def predict_batch(runtime: Runtime, snap: ProjectSnapshot, config: LabelConfig, 
     engine = runtime.engine()
     predictor = Predictor(runtime)
     version = engine.version_of(snap.memory)
-    thresholds = runtime.thresholds(snap.state)
+    thresholds = project_thresholds(snap.state, runtime.settings.score_threshold)
     out = []
     for task in tasks:
         try:

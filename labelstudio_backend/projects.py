@@ -25,7 +25,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from filelock import FileLock, Timeout
 
@@ -35,7 +35,6 @@ from ntt_engine.memory import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-MAX_PROJECT_ID = 2 ** 63 - 1  # Label Studio's ids are database integers; anything larger is not a project
 TEMP_PATTERNS = (".memory.ntt.*.tmp", ".state.json.*.tmp")  # what atomic_write leaves behind when killed
 
 
@@ -47,27 +46,6 @@ class MemoryFactory(Protocol):
     def new_memory(self) -> MemoryBank: ...
 
     def adopt_memory(self, memory: MemoryBank) -> MemoryBank: ...
-
-
-def parse_project_id(value: Any) -> int:
-    """Label Studio sends "4.1795614847" (<id>.<created_at>) in /setup and /predict, ints in tasks, and the
-    project object in webhooks."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    if isinstance(value, bool):
-        raise ValueError(f"not a project id: {value!r}")
-    if isinstance(value, int):
-        project = value
-    elif isinstance(value, str) and value.strip():
-        head = value.strip().split(".", 1)[0]
-        if not (head.isascii() and head.isdigit()):  # "١٢".isdigit() is True, and int() reads it as 12
-            raise ValueError(f"not a project id: {value!r}")
-        project = int(head)
-    else:
-        raise ValueError(f"not a project id: {value!r}")
-    if project < 0 or project > MAX_PROJECT_ID:
-        raise ValueError(f"not a project id: {value!r}")
-    return project
 
 
 @dataclass

@@ -29,14 +29,15 @@ import time
 from dataclasses import dataclass
 from filelock import FileLock, Timeout
 
-from ntt_engine import Engine
 
-from .images import ImageFetchError
-from .label_config import LabelConfigError
-from .freshness import PredictsInFlight
-from .ls_api import LabelStudioAPIError
-from .predictions import Predictor
-from .runtime import EngineUnavailable, Runtime
+from labelstudio_backend.calibration_state import project_thresholds
+from labelstudio_backend.images import ImageFetchError
+from labelstudio_backend.label_config import LabelConfigError
+from labelstudio_backend.freshness import PredictsInFlight
+from labelstudio_backend.learning import own_version_pattern
+from labelstudio_backend.ls_api import LabelStudioAPIError
+from labelstudio_backend.predictions import Predictor
+from labelstudio_backend.runtime import EngineUnavailable, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,6 @@ class RefreshStats:
     deleted: int = 0  # older own duplicates
     failed: int = 0
     restarted: bool = False  # a newer memory change arrived: the pass starts over
-
-
-def own_version_pattern(engine: Engine) -> re.Pattern:
-    return re.compile(rf"^{re.escape(engine.model_id)}\.r\d+$")
 
 
 class Refresher:
@@ -186,8 +183,8 @@ class Refresher:
             try:
                 config = self.rt.label_config(snap.state)
                 lean = {"id": task.get("id"), "data": task.get("data"), "project": project}
-                prediction = self.predictor.predict_task(engine, snap, config, lean, self.rt.thresholds(snap.state),
-                                                         version, strict=True)
+                thresholds = project_thresholds(snap.state, self.rt.settings.score_threshold)
+                prediction = self.predictor.predict_task(engine, snap, config, lean, thresholds, version, strict=True)
                 if self.predicts.busy(project):  # a /predict began while we computed: Label Studio will store its
                     self._wait_predicts(project)  # result for this task too, and ours would be a second one
                     self.notify(project)

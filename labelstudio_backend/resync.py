@@ -9,7 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from labelstudio_backend.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

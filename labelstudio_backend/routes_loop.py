@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING
 
 from flask import Flask, jsonify, request
 
-from .events import ANNOTATION_ACTIONS, SYNC, SyncJob
+from labelstudio_backend.events import ANNOTATION_ACTIONS, SYNC, SyncJob
 
 if TYPE_CHECKING:
-    from .app import Backend
+    from labelstudio_backend.app import Backend
 
 log = logging.getLogger(__name__)
 
 
 def register_loop_routes(app: Flask, backend: "Backend") -> None:
-    from .app import SETUP_ENGINE_WAIT_S, BadRequest, json_body, project_of
+    from labelstudio_backend.app import SETUP_ENGINE_WAIT_S, BadRequest, json_body, project_of
 
     rt, worker = backend.runtime, backend.worker
 

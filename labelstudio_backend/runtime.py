@@ -12,14 +12,12 @@ from typing import Callable
 
 from ntt_engine import Engine
 
-from .images import ImageLoader
-from .label_config import LabelConfig, LabelConfigError, parse_label_config
-from .ls_api import LabelStudioAPI
-from .metrics import Metrics
-from .projects import ProjectState, ProjectStore
-from .calibration_state import DEFAULT_THRESHOLD, explicit_threshold, project_thresholds
-from .settings import Settings
-from .task_score import Thresholds
+from labelstudio_backend.images import ImageLoader
+from labelstudio_backend.label_config import LabelConfig, LabelConfigError, parse_label_config
+from labelstudio_backend.ls_api import LabelStudioAPI
+from labelstudio_backend.metrics import Metrics
+from labelstudio_backend.projects import ProjectState, ProjectStore
+from labelstudio_backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -135,12 +133,3 @@ class Runtime:
             raise LabelConfigError(f"project {state.project_id}: no label config known yet (Label Studio sends it "
                                    "on /setup and /predict)")
         return parse_label_config(state.label_config)
-
-    def score_threshold(self, state: ProjectState) -> float:
-        """The one explicit threshold (extra_params, else NTT_SCORE_THRESHOLD), else the calibration default."""
-        explicit = explicit_threshold(state, self.settings.score_threshold)
-        return DEFAULT_THRESHOLD if explicit is None else explicit
-
-    def thresholds(self, state: ProjectState) -> Thresholds:
-        """Per class: calibrated from the project's corrections unless a threshold is set explicitly."""
-        return project_thresholds(state, self.settings.score_threshold)

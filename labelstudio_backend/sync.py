@@ -32,16 +32,15 @@ import numpy as np
 
 from ntt_engine import Engine
 
-from .events import ANNOTATION_ACTIONS, DELETE_ACTIONS, RESYNC_ACTIONS, SYNC, SyncJob
-from .images import ImageFetchError
-from .label_config import LabelConfig, LabelConfigError, parse_label_config
-from .learning import IdRegion, Learned, learn, parse_regions
-from .projects import AnnotationRecord, ProjectSnapshot, ref_id
-from .refresher import own_version_pattern
-from .regions import GEOMETRY_TYPES
-from .resync import RESYNC_STALE_S, FullResync  # noqa: F401 - RESYNC_STALE_S: app.py reads it here
-from .runtime import Runtime
-from .sync_compare import is_older, same_entries, same_negative
+from labelstudio_backend.events import ANNOTATION_ACTIONS, DELETE_ACTIONS, RESYNC_ACTIONS, SYNC, SyncJob
+from labelstudio_backend.images import ImageFetchError
+from labelstudio_backend.label_config import LabelConfig, LabelConfigError, parse_label_config
+from labelstudio_backend.learning import IdRegion, Learned, learn, own_version_pattern, parse_regions
+from labelstudio_backend.projects import AnnotationRecord, ProjectSnapshot, ref_id
+from labelstudio_backend.regions import GEOMETRY_TYPES
+from labelstudio_backend.resync import RESYNC_STALE_S, FullResync  # noqa: F401 - RESYNC_STALE_S: app.py reads it here
+from labelstudio_backend.runtime import Runtime
+from labelstudio_backend.sync_compare import is_older, same_entries, same_negative
 
 log = logging.getLogger(__name__)
 

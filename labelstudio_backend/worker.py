@@ -9,11 +9,11 @@ import threading
 import time
 from typing import Callable
 
-from .events import RESYNC_ACTIONS, SYNC, SyncJob
-from .freshness import ProjectActivity
-from .metrics import Metrics
-from .pending import PendingMarkers
-from .sync import Synchronizer
+from labelstudio_backend.events import RESYNC_ACTIONS, SYNC, SyncJob
+from labelstudio_backend.freshness import ProjectActivity
+from labelstudio_backend.metrics import Metrics
+from labelstudio_backend.pending import PendingMarkers
+from labelstudio_backend.sync import Synchronizer
 
 log = logging.getLogger(__name__)
 

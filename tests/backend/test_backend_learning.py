@@ -9,6 +9,8 @@ import logging
 from backend_helpers import (annotation_result, created_webhook, learn, predict, region_for, send,
                              setup, snap, task_for)
 
+from labelstudio_backend.calibration_state import project_thresholds
+
 ANNOTATION = 90
 
 
@@ -176,7 +178,7 @@ def test_calibrated_thresholds_are_used_by_default_and_shown_in_metrics(make_app
     if kept:
         other = kept[0]["value"][kept[0]["type"]][0]
         assert gauge["thresholds"][other] <= min(r["score"] for r in kept)
-    thresholds = app.extensions["ntt"].runtime.thresholds(snap(app).state)
+    thresholds = project_thresholds(snap(app).state, app.extensions["ntt"].runtime.settings.score_threshold)
     assert thresholds.of("a class nobody corrected") == 0.5
     # the calibrated threshold filters: that class is no longer predicted on the same image
     again = predict(client, [task_for(dataset, image_id)])[0]
@@ -201,10 +203,10 @@ def test_a_duplicate_event_changes_neither_the_revision_nor_the_thresholds(make_
         send(app, client, created_webhook(dataset, annotation_id, image_id, annotation_result(dataset, image_id)))
     before = snap(app)
     record, revision = copy.deepcopy(before.state.annotations["1"]), before.memory.revision
-    thresholds = app.extensions["ntt"].runtime.thresholds(before.state)
+    thresholds = project_thresholds(before.state, app.extensions["ntt"].runtime.settings.score_threshold)
     send(app, client, first)  # the same event again
     after = snap(app)
     assert after.memory.revision == revision
     assert (after.state.annotations["1"].observations, after.state.annotations["1"].missed) == \
         (record.observations, record.missed)
-    assert app.extensions["ntt"].runtime.thresholds(after.state) == thresholds
+    assert project_thresholds(after.state, app.extensions["ntt"].runtime.settings.score_threshold) == thresholds

@@ -8,7 +8,7 @@ from label_studio_sdk.converter import brush
 from labelstudio_backend.brush_rle import BrushRleError, decode_brush_values
 from labelstudio_backend.images import address_refusal
 from labelstudio_backend.metrics import label_value
-from labelstudio_backend.projects import parse_project_id
+from labelstudio_backend.project_ids import parse_project_id
 from labelstudio_backend.regions import encode_brush
 from labelstudio_backend.strict_json import JsonError, loads, nesting_depth
 from labelstudio_backend.url_parts import MalformedUrl, join_url, split_url
