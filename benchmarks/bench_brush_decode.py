@@ -28,8 +28,8 @@ def measure(decoder: str, kind: str) -> dict:
     import numpy as np
     from label_studio_sdk.converter import brush
 
-    from labelstudio_backend.brush_rle import BrushRleError, decode_brush_values
-    from labelstudio_backend.regions import encode_brush
+    from labelstudio_backend.labelstudio.brush_rle import BrushRleError, decode_brush_values
+    from labelstudio_backend.labelstudio.regions import encode_brush
     from round2_helpers import rle_many_blocks
 
     height, width = SIZES[kind]

@@ -32,12 +32,12 @@ from werkzeug.exceptions import HTTPException
 from labelstudio_backend import strict_json
 from labelstudio_backend.admission import Admission
 from labelstudio_backend.calibration_state import threshold_gauges
-from labelstudio_backend.events import SYNC, EventError, SyncJob, parse_webhook
+from labelstudio_backend.labelstudio.webhooks import SYNC, EventError, SyncJob, parse_webhook
 from labelstudio_backend.freshness import PredictsInFlight, wait_for_events
-from labelstudio_backend.label_config import LabelConfigError, parse_label_config
+from labelstudio_backend.labelstudio.label_config import LabelConfigError, parse_label_config
 from labelstudio_backend.pending import PendingMarkers
 from labelstudio_backend.predictions import Predictor
-from labelstudio_backend.project_ids import parse_project_id
+from labelstudio_backend.labelstudio.ids import parse_project_id
 from labelstudio_backend.projects import ProjectError
 from labelstudio_backend.refresher import Refresher
 from labelstudio_backend.routes_loop import register_loop_routes

@@ -36,7 +36,7 @@ from ntt_engine import ImageLoadError, load_image
 
 from labelstudio_backend.download_deadline import Deadline, pinned_address, watched_session
 from labelstudio_backend.image_formats import check_image_format
-from labelstudio_backend.ls_api import LabelStudioAPI, LabelStudioAPIError
+from labelstudio_backend.labelstudio.client import LabelStudioAPI, LabelStudioAPIError
 from labelstudio_backend.settings import Settings
 from labelstudio_backend.url_parts import MalformedUrl, join_url, split_url
 

@@ -33,8 +33,8 @@ from ntt_engine.calibration import ScoreObservation, leave_one_out, observations
 from ntt_engine.corrections import CorrectionDiff, LabelledMask, diff_correction, merge_duplicates
 from ntt_engine.memory import MemoryEntry
 
-from labelstudio_backend.label_config import LabelConfig
-from labelstudio_backend.regions import GEOMETRY_TYPES, REGION_TYPES, Region, RegionError, parse_region
+from labelstudio_backend.labelstudio.label_config import LabelConfig
+from labelstudio_backend.labelstudio.regions import GEOMETRY_TYPES, REGION_TYPES, Region, RegionError, parse_region
 
 log = logging.getLogger(__name__)
 

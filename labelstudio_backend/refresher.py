@@ -32,10 +32,10 @@ from filelock import FileLock, Timeout
 
 from labelstudio_backend.calibration_state import project_thresholds
 from labelstudio_backend.images import ImageFetchError
-from labelstudio_backend.label_config import LabelConfigError
+from labelstudio_backend.labelstudio.label_config import LabelConfigError
 from labelstudio_backend.freshness import PredictsInFlight
 from labelstudio_backend.learning import own_version_pattern
-from labelstudio_backend.ls_api import LabelStudioAPIError
+from labelstudio_backend.labelstudio.client import LabelStudioAPIError
 from labelstudio_backend.predictions import Predictor
 from labelstudio_backend.runtime import EngineUnavailable, Runtime
 

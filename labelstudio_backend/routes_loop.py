@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from flask import Flask, jsonify, request
 
-from labelstudio_backend.events import ANNOTATION_ACTIONS, SYNC, SyncJob
+from labelstudio_backend.labelstudio.webhooks import ANNOTATION_ACTIONS, SYNC, SyncJob
 
 if TYPE_CHECKING:
     from labelstudio_backend.app import Backend

@@ -13,8 +13,8 @@ from typing import Callable
 from ntt_engine import Engine
 
 from labelstudio_backend.images import ImageLoader
-from labelstudio_backend.label_config import LabelConfig, LabelConfigError, parse_label_config
-from labelstudio_backend.ls_api import LabelStudioAPI
+from labelstudio_backend.labelstudio.label_config import LabelConfig, LabelConfigError, parse_label_config
+from labelstudio_backend.labelstudio.client import LabelStudioAPI
 from labelstudio_backend.metrics import Metrics
 from labelstudio_backend.projects import ProjectState, ProjectStore
 from labelstudio_backend.settings import Settings

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Callable
 
-from labelstudio_backend.events import RESYNC_ACTIONS, SYNC, SyncJob
+from labelstudio_backend.labelstudio.webhooks import RESYNC_ACTIONS, SYNC, SyncJob
 from labelstudio_backend.freshness import ProjectActivity
 from labelstudio_backend.metrics import Metrics
 from labelstudio_backend.pending import PendingMarkers

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 import requests  # noqa: E402
 
 from demo_presets import DemoError, ensure_checkpoints, pick_preset  # noqa: E402
-from labelstudio_backend.label_config import recommended_label_config  # noqa: E402
+from labelstudio_backend.labelstudio.label_config import recommended_label_config  # noqa: E402
 from local_stack import (ADMIN_EMAIL, ADMIN_PASSWORD, APIError, BackendServer,  # noqa: E402
                                              LabelStudioAPI, LabelStudioServer, StartError, TokenExistsError,
                                              create_personal_access_token, free_port, label_studio_bin,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from labelstudio_backend.regions import (decode_brush, encode_brush, mask_to_polygons_percent, polygon_to_mask,
+from labelstudio_backend.labelstudio.regions import (decode_brush, encode_brush, mask_to_polygons_percent, polygon_to_mask,
                                          rectangle_to_box)
 from ntt_engine.export import rle_to_mask
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import itertools
 
-from labelstudio_backend.ls_api import LabelStudioAPI
+from labelstudio_backend.labelstudio.client import LabelStudioAPI
 
 from backend_helpers import LABEL_CONFIG, Dataset
 

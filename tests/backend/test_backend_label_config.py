@@ -1,6 +1,6 @@
 import pytest
 
-from labelstudio_backend.label_config import LabelConfigError, parse_label_config
+from labelstudio_backend.labelstudio.label_config import LabelConfigError, parse_label_config
 
 from backend_helpers import LABEL_CONFIG
 

@@ -4,7 +4,7 @@ import time
 import jwt
 import pytest
 
-from labelstudio_backend.ls_api import LabelStudioAPI, LabelStudioAPIError
+from labelstudio_backend.labelstudio.client import LabelStudioAPI, LabelStudioAPIError
 
 
 def token(kind: str, ttl: float = 300) -> str:

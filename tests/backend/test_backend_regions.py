@@ -3,8 +3,8 @@ import pytest
 from label_studio_sdk.converter import brush
 from label_studio_sdk.label_interface import LabelInterface
 
-from labelstudio_backend.label_config import parse_label_config
-from labelstudio_backend.regions import (RegionError, box_to_rectangle, decode_brush, encode_brush, instance_regions,
+from labelstudio_backend.labelstudio.label_config import parse_label_config
+from labelstudio_backend.labelstudio.regions import (RegionError, box_to_rectangle, decode_brush, encode_brush, instance_regions,
                                          mask_to_polygons_percent, parse_annotation, polygon_to_mask,
                                          rectangle_to_box)
 

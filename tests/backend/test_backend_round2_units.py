@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from label_studio_sdk.converter import brush
 
-from labelstudio_backend.brush_rle import BrushRleError, decode_brush_values
+from labelstudio_backend.labelstudio.brush_rle import BrushRleError, decode_brush_values
 from labelstudio_backend.images import address_refusal
 from labelstudio_backend.metrics import label_value
-from labelstudio_backend.project_ids import parse_project_id
-from labelstudio_backend.regions import encode_brush
+from labelstudio_backend.labelstudio.ids import parse_project_id
+from labelstudio_backend.labelstudio.regions import encode_brush
 from labelstudio_backend.strict_json import JsonError, loads, nesting_depth
 from labelstudio_backend.url_parts import MalformedUrl, join_url, split_url
 

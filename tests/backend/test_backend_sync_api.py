@@ -1,7 +1,7 @@
 """API mode (LABEL_STUDIO_API_KEY set): webhooks are notifications, the data comes from Label Studio's API."""
 import pytest
 
-from labelstudio_backend.ls_api import LabelStudioAPIError
+from labelstudio_backend.labelstudio.client import LabelStudioAPIError
 
 from backend_helpers import LABEL_CONFIG, annotation_result, created_webhook, sample
 from fake_ls import FakeLabelStudio

@@ -30,7 +30,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from labelstudio_backend.label_config import recommended_label_config
+from labelstudio_backend.labelstudio.label_config import recommended_label_config
 from local_stack import BackendServer, LabelStudioAPI, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]

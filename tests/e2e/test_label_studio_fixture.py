@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from labelstudio_backend.label_config import recommended_label_config
+from labelstudio_backend.labelstudio.label_config import recommended_label_config
 from local_stack import LabelStudioAPI, LabelStudioServer, TokenExistsError, create_personal_access_token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]

@@ -18,7 +18,7 @@ import pytest
 import requests
 from pycocotools import mask as mask_utils
 
-from labelstudio_backend.label_config import recommended_label_config
+from labelstudio_backend.labelstudio.label_config import recommended_label_config
 from local_stack import BackendServer, LabelStudioAPI, wait_until
 
 from test_label_studio_e2e import (WAIT_S, backend_metrics, brush_result, decode_brush, gauge_of, ls_model_version,

@@ -194,7 +194,7 @@ def status(code: int) -> Callable:
 
 # ------------------------------------------------------------------------------------------------ fake Label Studio
 class FakeLabelStudio(LocalServer):
-    """The Label Studio API calls ntt-label makes (ls_api.py), answered from dicts; `/data/upload/<name>` serves
+    """The Label Studio API calls ntt-label makes (labelstudio/client.py), answered from dicts; `/data/upload/<name>` serves
     `files` or a route. Requires `Authorization: Token <TOKEN>` on /api/ (and counts refusals)."""
 
     def __init__(self, token: str = TOKEN) -> None:

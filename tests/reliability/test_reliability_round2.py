@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from backend_helpers import LABEL_CONFIG, PROJECT, annotation_result, created_webhook, task_for
-from labelstudio_backend.regions import encode_brush
+from labelstudio_backend.labelstudio.regions import encode_brush
 from local_servers import FakeLabelStudio, slow
 from rel_helpers import (LogTail, RssSampler, call, gauge, load_memory, memory_bytes, memory_file, metrics,
                          rss_bytes, setup_body, single_region, start_backend, wait_idle)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from labelstudio_backend.project_ids import parse_project_id
+from labelstudio_backend.labelstudio.ids import parse_project_id
 
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED")
 DELETE_ACTIONS = ("ANNOTATIONS_DELETED",)

@@ -18,8 +18,8 @@ from PIL import Image
 
 from ntt_engine.export import mask_to_polygons, polygons_to_mask
 
-from labelstudio_backend.brush_rle import BrushRleError, decode_brush_values
-from labelstudio_backend.label_config import Control, LabelConfig
+from labelstudio_backend.labelstudio.brush_rle import BrushRleError, decode_brush_values
+from labelstudio_backend.labelstudio.label_config import Control, LabelConfig
 
 REGION_TYPES = ("brushlabels", "polygonlabels", "rectanglelabels")
 # result types that mark an object on the image: an annotation with none of these is a negative (empty) one
