@@ -17,7 +17,7 @@ import numpy as np
 from ntt_engine import Engine, PromptSet
 
 from labelstudio_backend.calibration_state import project_thresholds
-from labelstudio_backend.images import ImageFetchError
+from labelstudio_backend.fetch.images import ImageFetchError
 from labelstudio_backend.labelstudio.label_config import LabelConfig
 from labelstudio_backend.learning import instance_prefix
 from labelstudio_backend.projects import ProjectSnapshot

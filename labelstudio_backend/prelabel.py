@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ntt_engine import MemoryBank
 
 from labelstudio_backend.calibration_state import project_thresholds
-from labelstudio_backend.images import ImageFetchError
+from labelstudio_backend.fetch.images import ImageFetchError
 from labelstudio_backend.labelstudio.label_config import LabelConfig, parse_label_config
 from labelstudio_backend.learning import own_version_pattern
 from labelstudio_backend.predictions import Predictor

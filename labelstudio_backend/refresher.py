@@ -31,7 +31,7 @@ from filelock import FileLock, Timeout
 
 
 from labelstudio_backend.calibration_state import project_thresholds
-from labelstudio_backend.images import ImageFetchError
+from labelstudio_backend.fetch.images import ImageFetchError
 from labelstudio_backend.labelstudio.label_config import LabelConfigError
 from labelstudio_backend.freshness import PredictsInFlight
 from labelstudio_backend.learning import own_version_pattern

@@ -12,7 +12,7 @@ from typing import Callable
 
 from ntt_engine import Engine
 
-from labelstudio_backend.images import ImageLoader
+from labelstudio_backend.fetch.images import ImageLoader
 from labelstudio_backend.labelstudio.label_config import LabelConfig, LabelConfigError, parse_label_config
 from labelstudio_backend.labelstudio.client import LabelStudioAPI
 from labelstudio_backend.metrics import Metrics

@@ -33,7 +33,7 @@ import numpy as np
 from ntt_engine import Engine
 
 from labelstudio_backend.labelstudio.webhooks import ANNOTATION_ACTIONS, DELETE_ACTIONS, RESYNC_ACTIONS, SYNC, SyncJob
-from labelstudio_backend.images import ImageFetchError
+from labelstudio_backend.fetch.images import ImageFetchError
 from labelstudio_backend.labelstudio.label_config import LabelConfig, LabelConfigError, parse_label_config
 from labelstudio_backend.learning import IdRegion, Learned, learn, own_version_pattern, parse_regions
 from labelstudio_backend.projects import AnnotationRecord, ProjectSnapshot, ref_id

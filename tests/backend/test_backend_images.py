@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labelstudio_backend.images import (ImageFetchError, ImageLoader, address_refusal, check_addresses, host_allowed,
+from labelstudio_backend.fetch.images import (ImageFetchError, ImageLoader, address_refusal, check_addresses, host_allowed,
                                         local_file_path)
 from labelstudio_backend.settings import Settings
 

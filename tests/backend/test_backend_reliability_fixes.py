@@ -13,7 +13,7 @@ import time
 import pytest
 
 from labelstudio_backend import pending as pending_module
-from labelstudio_backend.images import ImageFetchError, ImageLoader
+from labelstudio_backend.fetch.images import ImageFetchError, ImageLoader
 from labelstudio_backend.labelstudio.label_config import parse_label_config
 from labelstudio_backend.pending import PendingMarkers
 from labelstudio_backend.labelstudio.ids import parse_project_id

@@ -6,12 +6,12 @@ import pytest
 from label_studio_sdk.converter import brush
 
 from labelstudio_backend.labelstudio.brush_rle import BrushRleError, decode_brush_values
-from labelstudio_backend.images import address_refusal
+from labelstudio_backend.fetch.images import address_refusal
 from labelstudio_backend.metrics import label_value
 from labelstudio_backend.labelstudio.ids import parse_project_id
 from labelstudio_backend.labelstudio.regions import encode_brush
 from labelstudio_backend.strict_json import JsonError, loads, nesting_depth
-from labelstudio_backend.url_parts import MalformedUrl, join_url, split_url
+from labelstudio_backend.fetch.url_parts import MalformedUrl, join_url, split_url
 
 
 @pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999/x.png", "http://x:abc/x.png"])

@@ -34,11 +34,11 @@ import requests
 
 from ntt_engine import ImageLoadError, load_image
 
-from labelstudio_backend.download_deadline import Deadline, pinned_address, watched_session
-from labelstudio_backend.image_formats import check_image_format
+from labelstudio_backend.fetch.download_deadline import Deadline, pinned_address, watched_session
+from labelstudio_backend.fetch.image_formats import check_image_format
 from labelstudio_backend.labelstudio.client import LabelStudioAPI, LabelStudioAPIError
 from labelstudio_backend.settings import Settings
-from labelstudio_backend.url_parts import MalformedUrl, join_url, split_url
+from labelstudio_backend.fetch.url_parts import MalformedUrl, join_url, split_url
 
 log = logging.getLogger(__name__)
 
