@@ -33,12 +33,12 @@ from labelstudio_backend import strict_json
 from labelstudio_backend.admission import Admission
 from labelstudio_backend.calibration_state import threshold_gauges
 from labelstudio_backend.labelstudio.webhooks import SYNC, EventError, SyncJob, parse_webhook
-from labelstudio_backend.freshness import PredictsInFlight, wait_for_events
+from labelstudio_backend.store.in_flight import PredictsInFlight, wait_for_events
 from labelstudio_backend.labelstudio.label_config import LabelConfigError, parse_label_config
-from labelstudio_backend.pending import PendingMarkers
+from labelstudio_backend.store.pending_markers import PendingMarkers
 from labelstudio_backend.predictions import Predictor
 from labelstudio_backend.labelstudio.ids import parse_project_id
-from labelstudio_backend.projects import ProjectError
+from labelstudio_backend.store.projects import ProjectError
 from labelstudio_backend.refresher import Refresher
 from labelstudio_backend.routes_loop import register_loop_routes
 from labelstudio_backend.runtime import EngineUnavailable, Runtime, limit_malloc_arenas
@@ -242,7 +242,7 @@ def _register_routes(app: Flask, backend: Backend) -> None:
         if schema is not None and not isinstance(schema, str):
             raise BadRequest(f"/setup 'schema' must be the label config as XML text, got a {type(schema).__name__}")
         engine = rt.wait_engine(SETUP_ENGINE_WAIT_S)
-        backend.predicts.expect(project)  # a /predict may follow: the refresh holds off (freshness.py)
+        backend.predicts.expect(project)  # a /predict may follow: the refresh holds off (store/in_flight.py)
         # Label Studio serves the next task right after this answer: let the submit's event reach the memory first
         wait_for_events(worker.activity, rt.metrics, project, rt.settings.setup_wait, "setup")
         snap = rt.store.snapshot(project)

@@ -30,7 +30,7 @@ from labelstudio_backend.fetch.images import ImageFetchError
 from labelstudio_backend.labelstudio.label_config import LabelConfig, parse_label_config
 from labelstudio_backend.learning import own_version_pattern
 from labelstudio_backend.predictions import Predictor
-from labelstudio_backend.projects import ProjectSnapshot, ProjectState
+from labelstudio_backend.store.projects import ProjectSnapshot, ProjectState
 from labelstudio_backend.runtime import Runtime
 from labelstudio_backend.settings import Settings
 from labelstudio_backend.sync import Synchronizer

@@ -16,7 +16,7 @@ from labelstudio_backend.fetch.images import ImageLoader
 from labelstudio_backend.labelstudio.label_config import LabelConfig, LabelConfigError, parse_label_config
 from labelstudio_backend.labelstudio.client import LabelStudioAPI
 from labelstudio_backend.metrics import Metrics
-from labelstudio_backend.projects import ProjectState, ProjectStore
+from labelstudio_backend.store.projects import ProjectState, ProjectStore
 from labelstudio_backend.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from labelstudio_backend.labelstudio.webhooks import ANNOTATION_ACTIONS, DELETE_
 from labelstudio_backend.fetch.images import ImageFetchError
 from labelstudio_backend.labelstudio.label_config import LabelConfig, LabelConfigError, parse_label_config
 from labelstudio_backend.learning import IdRegion, Learned, learn, own_version_pattern, parse_regions
-from labelstudio_backend.projects import AnnotationRecord, ProjectSnapshot, ref_id
+from labelstudio_backend.store.projects import AnnotationRecord, ProjectSnapshot, ref_id
 from labelstudio_backend.labelstudio.regions import GEOMETRY_TYPES
 from labelstudio_backend.resync import RESYNC_STALE_S, FullResync  # noqa: F401 - RESYNC_STALE_S: app.py reads it here
 from labelstudio_backend.runtime import Runtime

@@ -9,7 +9,7 @@ import numpy as np
 from ntt_engine import Engine
 from ntt_engine.memory import MemoryEntry
 
-from labelstudio_backend.projects import AnnotationRecord, ProjectSnapshot
+from labelstudio_backend.store.projects import AnnotationRecord, ProjectSnapshot
 
 
 def same_entries(memory, ref: str, entries: list[MemoryEntry]) -> bool:

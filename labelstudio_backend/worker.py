@@ -1,6 +1,6 @@
 """The background worker: /webhook only enqueues (Label Studio waits 1 s and never retries); one daemon thread per
 process applies jobs in arrival order, so a project's events are applied in the order they came. While a project has
-queued events, a pending marker (pending.py) says so on disk, so that events lost with this process are recovered."""
+queued events, a pending marker (store/pending_markers.py) says so on disk, so that events lost with this process are recovered."""
 from __future__ import annotations
 
 import logging
@@ -10,9 +10,9 @@ import time
 from typing import Callable
 
 from labelstudio_backend.labelstudio.webhooks import RESYNC_ACTIONS, SYNC, SyncJob
-from labelstudio_backend.freshness import ProjectActivity
+from labelstudio_backend.store.in_flight import ProjectActivity
 from labelstudio_backend.metrics import Metrics
-from labelstudio_backend.pending import PendingMarkers
+from labelstudio_backend.store.pending_markers import PendingMarkers
 from labelstudio_backend.sync import Synchronizer
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ class SyncWorker:
         self.synchronizer = synchronizer
         self.metrics = metrics
         self.markers = markers
-        self.activity = ProjectActivity(markers)  # /setup, /predict and /webhook wait on it (freshness.py)
+        self.activity = ProjectActivity(markers)  # /setup, /predict and /webhook wait on it (store/in_flight.py)
         self.on_change = on_change  # called with the project id after a job changed its memory
         self._queue: queue.Queue[SyncJob | None] = queue.Queue(maxsize=maxsize)
         self.max_bytes = max_bytes  # bound on the queued jobs' size_bytes: 20 big payloads must not hold GBs

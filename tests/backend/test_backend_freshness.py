@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from labelstudio_backend.freshness import ProjectActivity
+from labelstudio_backend.store.in_flight import ProjectActivity
 from labelstudio_backend.task_score import Thresholds, shown, task_certainty
 from ntt_engine import Instance
 
@@ -154,7 +154,7 @@ def test_versions_without_a_project_lists_every_projects_current_version(app, cl
 
 
 def test_predicts_in_flight_are_seen_across_processes_through_marker_files(tmp_path, monkeypatch):
-    from labelstudio_backend.freshness import PredictsInFlight
+    from labelstudio_backend.store.in_flight import PredictsInFlight
 
     predicts, other_process = PredictsInFlight(lambda p: tmp_path / str(p)), PredictsInFlight(lambda p: tmp_path / str(p))
     with predicts.hold(4):  # no project directory yet: nothing is created
@@ -179,7 +179,7 @@ def test_predicts_in_flight_are_seen_across_processes_through_marker_files(tmp_p
 def test_refresh_writes_nothing_computed_while_a_predict_began(make_app, dataset, monkeypatch):
     """Label Studio stores a /predict's answer itself once it returns: a refreshed prediction written for the same
     task meanwhile would be a second current one (seen with gunicorn: 9 current predictions on 8 tasks)."""
-    from labelstudio_backend.freshness import PredictsInFlight
+    from labelstudio_backend.store.in_flight import PredictsInFlight
 
     monkeypatch.setattr(PredictsInFlight, "SETTLE_S", 0.2)
     ls, app, client = _refresh_project(make_app, dataset, refresh_tasks=2, images=4)

@@ -12,12 +12,12 @@ import time
 
 import pytest
 
-from labelstudio_backend import pending as pending_module
+from labelstudio_backend.store import pending_markers as pending_module
 from labelstudio_backend.fetch.images import ImageFetchError, ImageLoader
 from labelstudio_backend.labelstudio.label_config import parse_label_config
-from labelstudio_backend.pending import PendingMarkers
+from labelstudio_backend.store.pending_markers import PendingMarkers
 from labelstudio_backend.labelstudio.ids import parse_project_id
-from labelstudio_backend.projects import ProjectError
+from labelstudio_backend.store.projects import ProjectError
 from labelstudio_backend.labelstudio.regions import RegionError, encode_brush, parse_region
 from labelstudio_backend.runtime import limit_malloc_arenas
 from labelstudio_backend.settings import Settings

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import labelstudio_backend.projects as projects_module
+import labelstudio_backend.store.projects as projects_module
 from backend_helpers import LABEL_CONFIG, PROJECT, annotation_result, created_webhook, sample, task_for
 from labelstudio_backend.app import create_app
 from labelstudio_backend.runtime import Runtime

@@ -6,7 +6,7 @@ version. Measured without waiting: /setup came 60 ms after the submit, the event
 so the next task was predicted with the memory of one submit before. So /webhook waits a little for its own event
 (NTT_WEBHOOK_APPLY_WAIT_S, under Label Studio's 1 s webhook timeout), and /setup and /predict wait for every
 unapplied event of their project (NTT_SETUP_WAIT_S, under /setup's 3 s timeout; NTT_PREDICT_WAIT_S). Other
-processes of the same MODEL_DIR (gunicorn workers) are seen through their pending-event markers (pending.py).
+processes of the same MODEL_DIR (gunicorn workers) are seen through their pending-event markers (store/pending_markers.py).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import time
 from collections import Counter
 from contextlib import contextmanager
 
-from labelstudio_backend.pending import PendingMarkers
+from labelstudio_backend.store.pending_markers import PendingMarkers
 
 log = logging.getLogger(__name__)
 
