@@ -43,8 +43,9 @@ from labelstudio_backend.refresher import Refresher
 from labelstudio_backend.routes_loop import register_loop_routes
 from labelstudio_backend.runtime import EngineUnavailable, Runtime, limit_malloc_arenas
 from labelstudio_backend.settings import Settings
-from labelstudio_backend.sync import RESYNC_STALE_S, Synchronizer
-from labelstudio_backend.worker import SyncWorker
+from labelstudio_backend.learn.resync import RESYNC_STALE_S
+from labelstudio_backend.learn.sync import Synchronizer
+from labelstudio_backend.learn.worker import SyncWorker
 
 log = logging.getLogger(__name__)
 

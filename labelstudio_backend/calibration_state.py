@@ -1,6 +1,6 @@
 """Per-class score thresholds of a project, from the calibration observations its annotations hold.
 
-Each annotation's record in state.json keeps what it says about scores (learning.py): the scores of the
+Each annotation's record in state.json keeps what it says about scores (learn/corrections.py): the scores of the
 predictions the annotator kept (correct) or deleted/relabelled (wrong), or, for an annotation drawn from scratch,
 the leave-one-out predictions of its image matched to what was drawn; plus the objects no prediction found. Per
 class, the threshold maximising F1 over all of them is used (ntt_engine.calibration); a class without observations

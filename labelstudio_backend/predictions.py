@@ -19,7 +19,7 @@ from ntt_engine import Engine, PromptSet
 from labelstudio_backend.calibration_state import project_thresholds
 from labelstudio_backend.fetch.images import ImageFetchError
 from labelstudio_backend.labelstudio.label_config import LabelConfig
-from labelstudio_backend.learning import instance_prefix
+from labelstudio_backend.learn.corrections import instance_prefix
 from labelstudio_backend.store.projects import ProjectSnapshot
 from labelstudio_backend.labelstudio.regions import RegionError, instance_regions, percent, rectangle_to_box
 from labelstudio_backend.runtime import Runtime

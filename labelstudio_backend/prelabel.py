@@ -28,12 +28,12 @@ from ntt_engine import MemoryBank
 from labelstudio_backend.calibration_state import project_thresholds
 from labelstudio_backend.fetch.images import ImageFetchError
 from labelstudio_backend.labelstudio.label_config import LabelConfig, parse_label_config
-from labelstudio_backend.learning import own_version_pattern
+from labelstudio_backend.learn.corrections import own_version_pattern
 from labelstudio_backend.predictions import Predictor
 from labelstudio_backend.store.projects import ProjectSnapshot, ProjectState
 from labelstudio_backend.runtime import Runtime
 from labelstudio_backend.settings import Settings
-from labelstudio_backend.sync import Synchronizer
+from labelstudio_backend.learn.sync import Synchronizer
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,7 @@ class AnnotationRecord:
     labels: list[str] = field(default_factory=list)
     regions: int = 0
     updated_at: str | None = None  # Label Studio's updated_at: a resync skips unchanged annotations
-    negatives: int = 0  # negative examples from the correction of a prediction (learning.py)
+    negatives: int = 0  # negative examples from the correction of a prediction (learn/corrections.py)
     source: str = "drawn"  # "drawn", "correction <prediction id>", "copy <prediction id>"
     observations: list = field(default_factory=list)  # [label, score, correct] for threshold calibration
     missed: dict = field(default_factory=dict)  # label -> objects no prediction found

@@ -110,7 +110,7 @@ def test_switching_learning_from_corrections_off(make_app, dataset):
 def test_a_parent_prediction_that_no_longer_exists(app, client, dataset, caplog):
     learn(app, client, dataset)
     image_id = dataset.positive_ids()[5]
-    with caplog.at_level(logging.WARNING, logger="labelstudio_backend.learning"):
+    with caplog.at_level(logging.WARNING, logger="labelstudio_backend.learn.corrections"):
         _annotate(app, client, dataset, image_id, annotation_result(dataset, image_id), parent=4242)
     assert "parent prediction 4242 no longer exists; learning its regions as references only" in caplog.text
     references, negatives = _refs(app)
@@ -123,7 +123,7 @@ def test_a_parent_prediction_of_another_model(app, client, dataset, caplog):
     prediction = _predicted(app, client, dataset, image_id)
     other = {**prediction, "id": 777, "model_version": "yolo-v8"}
     kept = [r for group in _instances(prediction)[1:] for r in group]
-    with caplog.at_level(logging.WARNING, logger="labelstudio_backend.learning"):
+    with caplog.at_level(logging.WARNING, logger="labelstudio_backend.learn.corrections"):
         _annotate(app, client, dataset, image_id, kept, parent=777, predictions=[other])
     assert "parent prediction 777 is from model 'yolo-v8', not this backend" in caplog.text
     references, negatives = _refs(app)
@@ -134,7 +134,7 @@ def test_an_unedited_copy_of_a_prediction(app, client, dataset, caplog):
     learn(app, client, dataset)
     image_id = dataset.positive_ids()[5]
     prediction = _predicted(app, client, dataset, image_id)
-    with caplog.at_level(logging.INFO, logger="labelstudio_backend.learning"):
+    with caplog.at_level(logging.INFO, logger="labelstudio_backend.learn.corrections"):
         _annotate(app, client, dataset, image_id, copy.deepcopy(prediction["result"]), parent=prediction["id"],
                   predictions=[prediction], lead_time=None)
     assert f"is an unedited copy of prediction {prediction['id']}" in caplog.text
@@ -149,7 +149,7 @@ def test_a_prediction_refreshed_after_the_annotator_opened_the_task(app, client,
     image_id = dataset.positive_ids()[5]
     prediction = {**_predicted(app, client, dataset, image_id), "updated_at": "2026-11-25T13:54:59Z"}
     kept = [r for group in _instances(prediction)[1:] for r in group]
-    with caplog.at_level(logging.WARNING, logger="labelstudio_backend.learning"):
+    with caplog.at_level(logging.WARNING, logger="labelstudio_backend.learn.corrections"):
         _annotate(app, client, dataset, image_id, kept, parent=prediction["id"], predictions=[prediction],
                   lead_time=60)  # opened at 13:54:00, the prediction changed at 13:54:59
     assert "was refreshed after the annotator opened the task" in caplog.text

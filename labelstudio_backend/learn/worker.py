@@ -13,7 +13,7 @@ from labelstudio_backend.labelstudio.webhooks import RESYNC_ACTIONS, SYNC, SyncJ
 from labelstudio_backend.store.in_flight import ProjectActivity
 from labelstudio_backend.metrics import Metrics
 from labelstudio_backend.store.pending_markers import PendingMarkers
-from labelstudio_backend.sync import Synchronizer
+from labelstudio_backend.learn.sync import Synchronizer
 
 log = logging.getLogger(__name__)
 

@@ -35,12 +35,12 @@ from ntt_engine import Engine
 from labelstudio_backend.labelstudio.webhooks import ANNOTATION_ACTIONS, DELETE_ACTIONS, RESYNC_ACTIONS, SYNC, SyncJob
 from labelstudio_backend.fetch.images import ImageFetchError
 from labelstudio_backend.labelstudio.label_config import LabelConfig, LabelConfigError, parse_label_config
-from labelstudio_backend.learning import IdRegion, Learned, learn, own_version_pattern, parse_regions
+from labelstudio_backend.learn.corrections import IdRegion, Learned, learn, own_version_pattern, parse_regions
 from labelstudio_backend.store.projects import AnnotationRecord, ProjectSnapshot, ref_id
 from labelstudio_backend.labelstudio.regions import GEOMETRY_TYPES
-from labelstudio_backend.resync import RESYNC_STALE_S, FullResync  # noqa: F401 - RESYNC_STALE_S: app.py reads it here
+from labelstudio_backend.learn.resync import FullResync
 from labelstudio_backend.runtime import Runtime
-from labelstudio_backend.sync_compare import is_older, same_entries, same_negative
+from labelstudio_backend.learn.noop_events import is_older, same_entries, same_negative
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Prepared:
     task: dict | None = None
     regions: list[IdRegion] = field(default_factory=list)
     has_geometry: bool = False  # False: the annotation marks nothing on the image (a negative)
-    learned: Learned = field(default_factory=Learned)  # pooled outside the lock (learning.py)
+    learned: Learned = field(default_factory=Learned)  # pooled outside the lock (learn/corrections.py)
 
 
 class Synchronizer(FullResync):
@@ -289,7 +289,7 @@ class Synchronizer(FullResync):
         return item
 
     def _pool(self, engine: Engine, item: Prepared, config: LabelConfig, project_id: int) -> None:
-        """Regions → memory entries and calibration observations, not yet stored (learning.py)."""
+        """Regions → memory entries and calibration observations, not yet stored (learn/corrections.py)."""
         if item.cancelled or not item.has_geometry or not item.regions:
             return
         memory = self.rt.store.snapshot(project_id).memory
