@@ -31,15 +31,15 @@ from werkzeug.exceptions import HTTPException
 
 from labelstudio_backend import strict_json
 from labelstudio_backend.admission import Admission
-from labelstudio_backend.calibration_state import threshold_gauges
+from labelstudio_backend.predict.thresholds import threshold_gauges
 from labelstudio_backend.labelstudio.webhooks import SYNC, EventError, SyncJob, parse_webhook
 from labelstudio_backend.store.in_flight import PredictsInFlight, wait_for_events
 from labelstudio_backend.labelstudio.label_config import LabelConfigError, parse_label_config
 from labelstudio_backend.store.pending_markers import PendingMarkers
-from labelstudio_backend.predictions import Predictor
+from labelstudio_backend.predict.predictor import Predictor
 from labelstudio_backend.labelstudio.ids import parse_project_id
 from labelstudio_backend.store.projects import ProjectError
-from labelstudio_backend.refresher import Refresher
+from labelstudio_backend.predict.refresher import Refresher
 from labelstudio_backend.routes_loop import register_loop_routes
 from labelstudio_backend.runtime import EngineUnavailable, Runtime, limit_malloc_arenas
 from labelstudio_backend.settings import Settings

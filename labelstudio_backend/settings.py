@@ -67,7 +67,7 @@ class Settings:
     config_file: Path | None = None  # NTT_CONFIG: JSON {"preset": ..., overrides}; wins over NTT_PRESET
     device: str | None = None  # NTT_DEVICE overrides the config's device ("cpu", "cuda", "auto")
     # NTT_SCORE_THRESHOLD: one threshold for every class of every project; unset (None): per-class thresholds
-    # calibrated from corrections (calibration_state.py, 0.5 until a class has observations). /setup
+    # calibrated from corrections (predict/thresholds.py, 0.5 until a class has observations). /setup
     # extra_params {"score_threshold": x} sets one for a project and wins over both
     score_threshold: float | None = None
     max_references_per_class: int | None = None
@@ -87,7 +87,7 @@ class Settings:
     max_pending_predicts: int | None = None
     malloc_arenas: int = 2  # NTT_MALLOC_ARENAS: glibc malloc arenas per process (0: glibc's default, 8 per core)
     test_write_pause: float = 0.0  # NTT_TEST_WRITE_PAUSE_S, tests only: pause inside memory writes (crash tests)
-    # freshness (store/in_flight.py, refresher.py): bounded waits for unapplied events, and the background refresh
+    # freshness (store/in_flight.py, predict/refresher.py): bounded waits for unapplied events, and the background refresh
     webhook_wait: float = 0.8  # NTT_WEBHOOK_APPLY_WAIT_S: /webhook waits this long for its event (LS waits 1 s)
     setup_wait: float = 2.0  # NTT_SETUP_WAIT_S: /setup waits for the project's pending events (LS waits 3 s)
     predict_wait: float = 20.0  # NTT_PREDICT_WAIT_S: /predict likewise (LS waits 100 s)

@@ -10,7 +10,7 @@
   class, relabelled ones a negative of the old class and a reference of the new, added ones references. They are
   stored under the annotation's ref id, so deleting the annotation removes them too.
 - Calibration observations: each kept prediction is a correct score, each deleted or relabelled one a wrong score
-  (calibration_state.py turns them into per-class thresholds). An annotation drawn from scratch gives leave-one-out
+  (predict/thresholds.py turns them into per-class thresholds). An annotation drawn from scratch gives leave-one-out
   observations instead: its image predicted with the memory minus itself, matched to what the annotator drew.
 - Not learnt from as corrections, with a log line: a parent prediction that no longer exists or belongs to another
   model; a prediction refreshed in place after the annotator opened the task (they saw an older one); an unedited
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 DUPLICATE_IOU = 0.8
 KIND = {"brushlabels": "mask", "polygonlabels": "polygon", "rectanglelabels": "box"}
 DETAIL = {"mask": 3, "polygon": 2, "box": 1}
-INSTANCE_ID = re.compile(r"^([0-9a-f]{10})-\d+$")  # regions of one predicted instance (predictions.py)
+INSTANCE_ID = re.compile(r"^([0-9a-f]{10})-\d+$")  # regions of one predicted instance (predict/predictor.py)
 
 
 def instance_prefix() -> str:
@@ -154,7 +154,7 @@ def _time(value: Any) -> datetime | None:
 
 
 def _changed_after(prediction: dict, moment: datetime | None) -> bool:
-    """True when the prediction was replaced in place (refresher.py) after `moment`: updated later than created."""
+    """True when the prediction was replaced in place (predict/refresher.py) after `moment`: updated later than created."""
     created, updated = _time(prediction.get("created_at")), _time(prediction.get("updated_at"))
     try:
         return None not in (moment, created, updated) and updated > created + timedelta(seconds=1) and \

@@ -96,7 +96,7 @@ def wait_for_events(activity: ProjectActivity, metrics, project: int, timeout: f
 
 class PredictsInFlight:
     """Marker files MODEL_DIR/<project>/.predicting.<pid>-<n> while a /predict of that project runs, in any process
-    of this MODEL_DIR: the refresh (refresher.py) waits for them, since Label Studio creates the predictions of a
+    of this MODEL_DIR: the refresh (predict/refresher.py) waits for them, since Label Studio creates the predictions of a
     /predict itself when it returns, and refreshing the same tasks meanwhile would give them two. A /setup counts
     too: Label Studio chooses the tasks to predict right after it."""
 

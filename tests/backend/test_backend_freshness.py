@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from labelstudio_backend.store.in_flight import ProjectActivity
-from labelstudio_backend.task_score import Thresholds, shown, task_certainty
+from labelstudio_backend.predict.task_score import Thresholds, shown, task_certainty
 from ntt_engine import Instance
 
 from backend_helpers import annotation_result, created_webhook, learn, send, setup, snap

@@ -9,7 +9,7 @@ import logging
 from backend_helpers import (annotation_result, created_webhook, learn, predict, region_for, send,
                              setup, snap, task_for)
 
-from labelstudio_backend.calibration_state import project_thresholds
+from labelstudio_backend.predict.thresholds import project_thresholds
 
 ANNOTATION = 90
 

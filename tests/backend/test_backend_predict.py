@@ -26,7 +26,7 @@ def test_predict_batch_one_result_per_task_in_order_matching_the_gt(app, client,
         regions = prediction["result"]
         assert all(r["original_width"] == 160 and r["original_height"] == 120 and r["image_rotation"] == 0
                    for r in regions)
-        # the task-level score is the memory's certainty about the image (task_score.py), not a mean
+        # the task-level score is the memory's certainty about the image (predict/task_score.py), not a mean
         assert 0.0 <= prediction["score"] <= 1.0
 
 

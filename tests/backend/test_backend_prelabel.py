@@ -2,7 +2,7 @@
 import pytest
 
 from labelstudio_backend.__main__ import main
-from labelstudio_backend.prelabel import prelabel
+from labelstudio_backend.predict.prelabel import prelabel
 from labelstudio_backend.runtime import Runtime
 from labelstudio_backend.settings import Settings
 

@@ -16,7 +16,7 @@ from typing import Any
 from ntt_engine.calibration import ScoreObservation, calibrate_thresholds
 
 from labelstudio_backend.store.projects import ProjectState
-from labelstudio_backend.task_score import Thresholds
+from labelstudio_backend.predict.task_score import Thresholds
 
 DEFAULT_THRESHOLD = 0.5
 
