@@ -4,9 +4,9 @@
     gunicorn -c python:labelstudio_backend.gunicorn_conf labelstudio_backend.wsgi:app
     python -m labelstudio_backend prelabel --project 4 [--ray]            # bulk pre-labelling
 
-See app.py for the routes and settings.py for the environment variables.
+See web/app.py for the routes and settings.py for the environment variables.
 """
-from labelstudio_backend.app import create_app
+from labelstudio_backend.web.app import create_app
 from labelstudio_backend.settings import Settings
 
 __all__ = ["Settings", "create_app"]

@@ -20,7 +20,7 @@ def _serve(argv: Sequence[str]) -> int:
     parser.add_argument("--log-level", default=None, help="overrides LOG_LEVEL")
     args = parser.parse_args(argv)
     settings = _settings(parser, log_level=args.log_level)
-    from labelstudio_backend.app import create_app
+    from labelstudio_backend.web.app import create_app
 
     app = create_app(settings)
     app.run(host=args.host, port=args.port, threaded=True, use_reloader=False)
@@ -44,7 +44,7 @@ def _prelabel(argv: Sequence[str]) -> int:
     parser.add_argument("--log-level", default=None)
     args = parser.parse_args(argv)
     settings = _settings(parser, log_level=args.log_level)
-    from labelstudio_backend.app import configure_logging
+    from labelstudio_backend.web.app import configure_logging
     from labelstudio_backend.predict.prelabel import prelabel
 
     configure_logging(settings.log_level)

@@ -3,6 +3,6 @@
 Each gunicorn worker imports this module and builds its own app (models, worker thread); do not use gunicorn's
 --preload, threads do not survive the fork.
 """
-from labelstudio_backend.app import create_app
+from labelstudio_backend.web.app import create_app
 
 app = create_app()

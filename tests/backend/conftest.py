@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from labelstudio_backend.app import create_app
+from labelstudio_backend.web.app import create_app
 from labelstudio_backend.runtime import Runtime
 from labelstudio_backend.settings import Settings
 from ntt_engine import Engine, EngineConfig

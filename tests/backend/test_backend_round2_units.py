@@ -10,7 +10,7 @@ from labelstudio_backend.fetch.images import address_refusal
 from labelstudio_backend.metrics import label_value
 from labelstudio_backend.labelstudio.ids import parse_project_id
 from labelstudio_backend.labelstudio.regions import encode_brush
-from labelstudio_backend.strict_json import JsonError, loads, nesting_depth
+from labelstudio_backend.web.strict_json import JsonError, loads, nesting_depth
 from labelstudio_backend.fetch.url_parts import MalformedUrl, join_url, split_url
 
 

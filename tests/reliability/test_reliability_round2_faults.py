@@ -13,7 +13,7 @@ import pytest
 
 import labelstudio_backend.store.projects as projects_module
 from backend_helpers import LABEL_CONFIG, PROJECT, annotation_result, created_webhook, sample, task_for
-from labelstudio_backend.app import create_app
+from labelstudio_backend.web.app import create_app
 from labelstudio_backend.runtime import Runtime
 from labelstudio_backend.settings import Settings
 from ntt_engine import Engine, EngineConfig, MemoryBank

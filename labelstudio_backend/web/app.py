@@ -5,8 +5,8 @@
     POST /predict   {"tasks": [...], "project": ..., "label_config": ..., "params": {"context": ...}}
                     → {"results": [one prediction per task, in order]}
     POST /webhook   any Label Studio webhook → queued for the background worker, answered at once
-    POST /train     Label Studio's legacy "Start training" → resync the project (routes_loop.py)
-    GET  /versions  (JSON body or ?project=) → {"versions": [model_version, ...]} (routes_loop.py)
+    POST /train     Label Studio's legacy "Start training" → resync the project (routes_training.py)
+    GET  /versions  (JSON body or ?project=) → {"versions": [model_version, ...]} (routes_training.py)
     GET  /metrics   JSON, or Prometheus text with ?format=prometheus or Accept: text/plain
 Overload is answered, never queued without bound: each process admits NTT_MAX_PENDING_PREDICTS /predict requests at
 once (default THREADS - 2: one runs, the others wait for the engine) and answers the rest 503 with Retry-After, so
@@ -29,8 +29,8 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from labelstudio_backend import strict_json
-from labelstudio_backend.admission import Admission
+from labelstudio_backend.web import strict_json
+from labelstudio_backend.web.admission import Admission
 from labelstudio_backend.predict.thresholds import threshold_gauges
 from labelstudio_backend.labelstudio.webhooks import SYNC, EventError, SyncJob, parse_webhook
 from labelstudio_backend.store.in_flight import PredictsInFlight, wait_for_events
@@ -40,7 +40,7 @@ from labelstudio_backend.predict.predictor import Predictor
 from labelstudio_backend.labelstudio.ids import parse_project_id
 from labelstudio_backend.store.projects import ProjectError
 from labelstudio_backend.predict.refresher import Refresher
-from labelstudio_backend.routes_loop import register_loop_routes
+from labelstudio_backend.web.routes_training import register_loop_routes
 from labelstudio_backend.runtime import EngineUnavailable, Runtime, limit_malloc_arenas
 from labelstudio_backend.settings import Settings
 from labelstudio_backend.learn.resync import RESYNC_STALE_S

@@ -18,13 +18,13 @@ from flask import Flask, jsonify, request
 from labelstudio_backend.labelstudio.webhooks import ANNOTATION_ACTIONS, SYNC, SyncJob
 
 if TYPE_CHECKING:
-    from labelstudio_backend.app import Backend
+    from labelstudio_backend.web.app import Backend
 
 log = logging.getLogger(__name__)
 
 
 def register_loop_routes(app: Flask, backend: "Backend") -> None:
-    from labelstudio_backend.app import SETUP_ENGINE_WAIT_S, BadRequest, json_body, project_of
+    from labelstudio_backend.web.app import SETUP_ENGINE_WAIT_S, BadRequest, json_body, project_of
 
     rt, worker = backend.runtime, backend.worker
 
