@@ -11,70 +11,67 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
-from flask import Flask, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from labelstudio_backend.labelstudio.webhooks import ANNOTATION_ACTIONS, SYNC, SyncJob
-
-if TYPE_CHECKING:
-    from labelstudio_backend.web.app import Backend
+from labelstudio_backend.web.backend import current_backend
+from labelstudio_backend.web.requests import SETUP_ENGINE_WAIT_S, BadRequest, json_body, project_of, retry_later
 
 log = logging.getLogger(__name__)
 
+training = Blueprint("training", __name__)
 
-def register_loop_routes(app: Flask, backend: "Backend") -> None:
-    from labelstudio_backend.web.app import SETUP_ENGINE_WAIT_S, BadRequest, json_body, project_of
 
+@training.post("/train")
+def train():
+    backend = current_backend()
     rt, worker = backend.runtime, backend.worker
+    body = json_body(required=False)
+    project = project_of(body.get("project") or request.args.get("project"), "/train")
+    if rt.api is not None:
+        job = SyncJob(SYNC, project)
+    else:
+        job = _annotations_job(project, body.get("annotations"))
+        if job is None:
+            return jsonify(status="nothing to do", project=project,
+                           message="no annotations in the body, and without LABEL_STUDIO_API_KEY there is "
+                                   "nothing to resync from")
+    if not worker.submit(job):
+        return retry_later("the event queue is full; retry later", 5)
+    log.info("project %d: /train -> %s", project, "resync from Label Studio queued" if rt.api is not None
+             else f"{len(job.annotations)} annotation(s) from the body queued")
+    return jsonify(status="resync queued" if rt.api is not None else "annotations queued", project=project)
 
-    @app.post("/train")
-    def train():
-        body = json_body(required=False)
-        project = project_of(body.get("project") or request.args.get("project"), "/train")
-        if rt.api is not None:
-            job = SyncJob(SYNC, project)
-        else:
-            job = _annotations_job(project, body.get("annotations"))
-            if job is None:
-                return jsonify(status="nothing to do", project=project,
-                               message="no annotations in the body, and without LABEL_STUDIO_API_KEY there is "
-                                       "nothing to resync from")
-        if not worker.submit(job):
-            response = jsonify(error="the event queue is full; retry later")
-            response.status_code = 503
-            response.headers["Retry-After"] = "5"
-            return response
-        log.info("project %d: /train -> %s", project, "resync from Label Studio queued" if rt.api is not None
-                 else f"{len(job.annotations)} annotation(s) from the body queued")
-        return jsonify(status="resync queued" if rt.api is not None else "annotations queued", project=project)
 
-    def _annotations_job(project: int, tasks) -> SyncJob | None:
-        if tasks is None:
-            return None
-        if not isinstance(tasks, list):
-            raise BadRequest("/train: 'annotations' must be a list of tasks with their annotations")
-        annotations, by_id = [], {}
-        for task in tasks:
-            if not isinstance(task, dict) or not isinstance(task.get("id"), int):
-                continue
-            by_id[task["id"]] = task
-            for annotation in task.get("annotations") or []:
-                if isinstance(annotation, dict) and isinstance(annotation.get("id"), int):
-                    annotations.append({**annotation, "task": task["id"]})
-        if not annotations:
-            return None
-        return SyncJob(ANNOTATION_ACTIONS[-1], project, tuple(annotations), by_id)
+def _annotations_job(project: int, tasks) -> SyncJob | None:
+    if tasks is None:
+        return None
+    if not isinstance(tasks, list):
+        raise BadRequest("/train: 'annotations' must be a list of tasks with their annotations")
+    annotations, by_id = [], {}
+    for task in tasks:
+        if not isinstance(task, dict) or not isinstance(task.get("id"), int):
+            continue
+        by_id[task["id"]] = task
+        for annotation in task.get("annotations") or []:
+            if isinstance(annotation, dict) and isinstance(annotation.get("id"), int):
+                annotations.append({**annotation, "task": task["id"]})
+    if not annotations:
+        return None
+    return SyncJob(ANNOTATION_ACTIONS[-1], project, tuple(annotations), by_id)
 
-    @app.route("/versions", methods=["GET", "POST"])
-    def versions():
-        body = json_body(required=False)
-        value = body.get("project") or request.args.get("project")
-        engine = rt.wait_engine(SETUP_ENGINE_WAIT_S)
-        if value not in (None, ""):
-            snap = rt.store.snapshot(project_of(value, "/versions"))
-            return jsonify(versions=[engine.version_of(snap.memory)])
-        snaps = sorted((rt.store.snapshot(p) for p in rt.store.projects()), key=lambda s: -s.state.updated_at)
-        listed = list(dict.fromkeys(engine.version_of(s.memory) for s in snaps))
-        return jsonify(versions=listed or [engine.version_of(engine.new_memory())], engine=engine.model_id,
-                       projects={str(s.state.project_id): engine.version_of(s.memory) for s in snaps})
+
+@training.route("/versions", methods=["GET", "POST"])
+def versions():
+    rt = current_backend().runtime
+    body = json_body(required=False)
+    value = body.get("project") or request.args.get("project")
+    engine = rt.wait_engine(SETUP_ENGINE_WAIT_S)
+    if value not in (None, ""):
+        snap = rt.store.snapshot(project_of(value, "/versions"))
+        return jsonify(versions=[engine.version_of(snap.memory)])
+    snaps = sorted((rt.store.snapshot(p) for p in rt.store.projects()), key=lambda s: -s.state.updated_at)
+    listed = list(dict.fromkeys(engine.version_of(s.memory) for s in snaps))
+    return jsonify(versions=listed or [engine.version_of(engine.new_memory())], engine=engine.model_id,
+                   projects={str(s.state.project_id): engine.version_of(s.memory) for s in snaps})

@@ -1,0 +1,76 @@
+"""What every route needs to read a request and to answer one that cannot be served: the JSON body (strict, bounded
+nesting), the project id, the ML backend's extra params, and the error answers (400, and 503 with Retry-After)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Response, jsonify, request
+
+from labelstudio_backend.labelstudio.ids import parse_project_id
+from labelstudio_backend.web import strict_json
+
+log = logging.getLogger(__name__)
+
+SETUP_ENGINE_WAIT_S = 2.0  # Label Studio gives /setup 3 s
+PREDICT_ENGINE_WAIT_S = 60.0  # and /predict 100 s
+
+
+class BadRequest(ValueError):
+    """Answered as 400 {"error": message}."""
+
+
+def error_response(status: int, message: str, retry_after: int | None = None) -> Response:
+    """{"error": message} with `status`, and Retry-After (seconds) when given."""
+    response = jsonify(error=message)
+    response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def retry_later(message: str, retry_after: int) -> Response:
+    """503: the backend is busy (full queue, no free /predict slot, engine loading); the client retries."""
+    return error_response(503, message, retry_after)
+
+
+def json_body(required: bool = True) -> dict:
+    if not request.data:
+        if required:
+            raise BadRequest("the request needs a JSON object body")
+        return {}
+    try:
+        body = strict_json.loads(request.get_data(cache=True))
+    except strict_json.JsonError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the JSON body must be an object")
+    return body
+
+
+def project_of(value: Any, what: str) -> int:
+    try:
+        return parse_project_id(value)
+    except ValueError:
+        raise BadRequest(f"{what} needs 'project' (Label Studio sends \"<id>.<timestamp>\"), got {value!r}") from None
+
+
+def extra_params(value: Any) -> dict:
+    """The ML backend's "Extra params" field: null, a JSON object, or a string holding one."""
+    if value in (None, ""):
+        return {}
+    if isinstance(value, str):
+        try:
+            value = strict_json.loads(value)
+        except strict_json.JsonError as exc:
+            raise BadRequest(f"extra_params is not valid JSON ({exc}): {value[:100]!r}") from None
+    if not isinstance(value, dict):
+        raise BadRequest("extra_params must be a JSON object, e.g. {\"score_threshold\": 0.6}")
+    threshold = value.get("score_threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not 0.0 <= threshold <= 1.0):
+        raise BadRequest(f"extra_params.score_threshold must be a number in [0, 1], got {threshold!r}")
+    unknown = set(value) - {"score_threshold"}
+    if unknown:
+        log.debug("extra_params: ignoring unknown keys %s", sorted(unknown))
+    return value

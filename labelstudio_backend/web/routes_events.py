@@ -1,0 +1,35 @@
+"""POST /webhook: any Label Studio webhook, queued for the background worker (learn/worker.py) and answered once its
+event is in the memory or after NTT_WEBHOOK_APPLY_WAIT_S, whichever comes first: Label Studio serves the next task
+right after it. Without LABEL_STUDIO_API_KEY the payload is used as it comes; with one only the ids are kept and the
+worker re-reads everything from the API."""
+from __future__ import annotations
+
+import dataclasses
+
+from flask import Blueprint, jsonify, request
+
+from labelstudio_backend.labelstudio.webhooks import EventError, parse_webhook
+from labelstudio_backend.web.backend import current_backend
+from labelstudio_backend.web.requests import BadRequest, json_body, retry_later
+
+events = Blueprint("events", __name__)
+
+
+@events.post("/webhook")
+def webhook():
+    backend = current_backend()
+    rt, worker = backend.runtime, backend.worker
+    try:
+        job = parse_webhook(json_body())
+    except EventError as exc:
+        raise BadRequest(str(exc)) from None
+    if job is None:
+        return jsonify(status="ignored")
+    # the queue holds what the worker will use: the payload itself, or (API mode) only the ids it re-reads
+    job = job.ids_only() if rt.api is not None else dataclasses.replace(job, size_bytes=len(request.data))
+    if not worker.submit(job):
+        return retry_later("the event queue is full; retry later", 5)
+    applied = job.project_id is not None and job.action != "START_TRAINING" and \
+        worker.activity.wait_project(job.project_id, rt.settings.webhook_wait)  # LS serves the next task after this
+    rt.metrics.add("webhooks_answered_applied" if applied else "webhooks_answered_queued")
+    return jsonify(status="applied" if applied else "queued", action=job.action, project=job.project_id)

@@ -1,0 +1,57 @@
+"""GET /health (never needs auth) and GET /metrics (JSON, or Prometheus text with ?format=prometheus or
+Accept: text/plain): what the backend is doing, per process and per project."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, jsonify, request
+
+from labelstudio_backend.predict.thresholds import threshold_gauges
+from labelstudio_backend.runtime import Runtime
+from labelstudio_backend.web.backend import current_backend
+
+log = logging.getLogger(__name__)
+
+MODEL_CLASS = "NoTimeToTrain"
+
+status = Blueprint("status", __name__)
+
+
+@status.get("/health")
+def health():
+    rt = current_backend().runtime
+    body = {"status": "UP", "model_class": MODEL_CLASS, "engine": rt.engine_status}
+    if rt.engine_error:
+        body["error"] = rt.engine_error
+    return jsonify(body)
+
+
+@status.get("/metrics")
+def metrics():
+    backend = current_backend()
+    rt = backend.runtime
+    gauges = {"queue_length": backend.worker.pending, "engine": rt.engine_status, "projects": _project_gauges(rt),
+              "predicts_inside": backend.admission.inside, "predict_slots": backend.admission.slots}
+    accept = request.headers.get("Accept", "")
+    if request.args.get("format") == "prometheus" or ("text/plain" in accept and "json" not in accept):
+        return Response(rt.metrics.prometheus(gauges), mimetype="text/plain; version=0.0.4")
+    return jsonify(rt.metrics.as_dict(gauges))
+
+
+def _project_gauges(rt: Runtime) -> list[dict]:
+    if rt.engine_status != "ready":
+        return [{"project": p, "revision": None, "references": {}} for p in rt.store.projects()]
+    gauges = []
+    for project in rt.store.projects():
+        try:
+            snap = rt.store.snapshot(project)
+        except Exception as exc:  # noqa: BLE001 - one unreadable project must not hide the others' metrics
+            log.error("/metrics: project %d: %s", project, exc)
+            gauges.append({"project": project, "revision": None, "references": {}, "error": str(exc)})
+            continue
+        gauges.append({"project": project, "revision": snap.memory.revision, "references": snap.memory.counts(),
+                       **threshold_gauges(rt, snap),
+                       "negative_images": len(snap.memory.negative_images),
+                       "annotations": len(snap.state.annotations),
+                       "model_version": rt.engine().version_of(snap.memory)})
+    return gauges
