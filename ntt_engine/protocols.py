@@ -1,7 +1,7 @@
 """The two pluggable backbones. Anything with these methods can drive the engine.
 
 Production implementations: `backbones.dinov2.DinoV2Encoder` and `backbones.sam2_proposer.Sam2ProposalGenerator`.
-Test implementations (no weights needed): `backbones.test_backbones`.
+Test implementations (no weights needed): `backbones.weightless`.
 """
 from __future__ import annotations
 

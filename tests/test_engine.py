@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from ntt_engine import Engine, EngineConfig, ImageLoadError, MemoryBank, MemoryFormatError, PromptSet, ReferenceError
-from ntt_engine.backbones.test_backbones import ColourTextureEncoder, ConnectedComponentProposer
+from ntt_engine.backbones.weightless import ColourTextureEncoder, ConnectedComponentProposer
 from ntt_engine.prompting import paper_grid as grid_points
 from ntt_engine.synthetic import generate_dataset
 from ntt_engine.image_io import load_image

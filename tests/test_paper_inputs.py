@@ -200,7 +200,7 @@ def test_paper_grid_reaches_the_decoder_as_the_reference_coordinates() -> None:
 def test_engine_hands_reference_crops_to_encode_crop() -> None:
     """Engine wiring: with crops on, an encoder's `encode_crop` (if it has one) gets the crop; targets use encode."""
     from ntt_engine import Engine
-    from ntt_engine.backbones.test_backbones import ColourTextureEncoder
+    from ntt_engine.backbones.weightless import ColourTextureEncoder
 
     class RecordingEncoder(ColourTextureEncoder):
         def __init__(self) -> None:

@@ -1,4 +1,4 @@
-"""The generated COCO dataset (`ntt_engine.synthetic`) and the TEST backbones (`backbones.test_backbones`)."""
+"""The generated COCO dataset (`ntt_engine.synthetic`) and the TEST backbones (`backbones.weightless`)."""
 from __future__ import annotations
 
 import contextlib
@@ -14,7 +14,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from ntt_engine.backbones.test_backbones import ColourTextureEncoder, ConnectedComponentProposer, hsv_planes
+from ntt_engine.backbones.weightless import ColourTextureEncoder, ConnectedComponentProposer, hsv_planes
 from ntt_engine.protocols import FeatureEncoder, ProposalGenerator
 from ntt_engine.synthetic import CLASS_APPEARANCES, generate_dataset, main
 from ntt_engine.types import PromptSet

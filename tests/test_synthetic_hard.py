@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ntt_engine.backbones.test_backbones import hsv_planes
+from ntt_engine.backbones.weightless import hsv_planes
 from ntt_engine.synthetic import CLASS_APPEARANCES, generate_dataset, main
-from ntt_engine.synthetic_hard import LOOK_ALIKE_HUE_SHIFT, SMALL_SIZE, look_alike
+from ntt_engine.synthetic.hard import LOOK_ALIKE_HUE_SHIFT, SMALL_SIZE, look_alike
 
 
 def pixels_digest(root: Path) -> str:

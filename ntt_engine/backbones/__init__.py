@@ -23,7 +23,7 @@ def pick_device(requested: str) -> str:
 
 def build_encoder(config: EngineConfig) -> FeatureEncoder:
     if config.encoder in TEST_ENCODERS:
-        from .test_backbones import ColourTextureEncoder
+        from .weightless import ColourTextureEncoder
         return ColourTextureEncoder()
     from .dinov2 import DinoV2Encoder
     checkpoint = None if config.random_weights else resolve(
@@ -36,7 +36,7 @@ def build_encoder(config: EngineConfig) -> FeatureEncoder:
 
 def build_proposer(config: EngineConfig) -> ProposalGenerator:
     if config.proposer in TEST_PROPOSERS:
-        from .test_backbones import ConnectedComponentProposer
+        from .weightless import ConnectedComponentProposer
         return ConnectedComponentProposer()
     from .sam2_proposer import Sam2ProposalGenerator
     checkpoint = None if config.random_weights else resolve(

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .synthetic import Appearance, _draw
+from ntt_engine.synthetic.drawing import Appearance, draw
 
 LOOK_ALIKE_TEXTURE = {"stripes": "waves", "waves": "stripes", "checker": "diagonal", "diagonal": "checker",
                       "dots": "rings", "rings": "dots", "solid": "stripes", "grid": "checker"}
@@ -36,7 +36,7 @@ def look_alike(look: Appearance) -> Appearance:
 def render_hard_image(rng: np.random.Generator, positive: bool, looks: Sequence[Appearance],
                       distractors: Sequence[Appearance], height: int, width: int
                       ) -> tuple[np.ndarray, list[tuple[int, np.ndarray, int]]]:
-    """Same contract as `synthetic._render_image`: RGB uint8 and (category_id, visible mask, drawn area)."""
+    """Same contract as `easy.render_easy_image`: RGB uint8 and (category_id, visible mask, drawn area)."""
     kinds: list[tuple[Appearance, int | None]] = []
     sizes: list[tuple[float, float]] = []
 
@@ -52,5 +52,5 @@ def render_hard_image(rng: np.random.Generator, positive: bool, looks: Sequence[
     for _ in range(int(rng.integers(2, 6)) if distractors else 0):
         add(distractors[int(rng.integers(len(distractors)))], None, True)
     order = rng.permutation(len(kinds))
-    return _draw(rng, [kinds[i] for i in order], height, width, radius_ranges=[sizes[i] for i in order],
+    return draw(rng, [kinds[i] for i in order], height, width, radius_ranges=[sizes[i] for i in order],
                  apart=lambda obj: obj.look.hue)

@@ -1,4 +1,4 @@
-"""TEST backbones: deterministic, weight-free stand-ins for DINOv2 and SAM2, for logic tests on generated images.
+"""Weightless TEST backbones: deterministic stand-ins for DINOv2 and SAM2, for logic tests on generated images.
 
 They are *not* models of anything and must never be used for real labelling. They look only at the pixels of the
 image they are given (no ground truth, no knowledge of the generator's palette) and are designed for the kind of

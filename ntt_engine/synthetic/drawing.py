@@ -1,42 +1,17 @@
-"""A generated COCO instance-segmentation dataset for logic tests and demos.
-
-Each object class is a fixed (hue, texture) pair — e.g. "red_stripes", "green_checker" — drawn as ellipses,
-rotated rectangles or star-shaped blobs with small per-instance jitter (hue, saturation, brightness, texture period,
-orientation and phase). Several instances per image occlude each other: later objects are drawn over earlier ones and
-the ground-truth masks are the *visible* parts. The background is a low-saturation textured gradient. About
-`negative_fraction` of the images contain no class object at all, only "distractor" objects whose hues are not used by
-any class.
-
-Rendering is crisp (no anti-aliasing), every object's pixels share one hue (its texture alternates a bright and a
-dark shade of that hue), and two instances of the same class never touch, so each instance is a well defined region.
-Placements that would hide more than ~70 % of an earlier class instance (or leave it under 64 px) are rejected, so
-every class object visible in an image has an annotation.
-
-    python -m ntt_engine.synthetic OUT --images 100 --classes 5 --seed 0
-
-writes `OUT/images/000001.png …` and `OUT/instances.json` (COCO; `file_name` is relative to `OUT/images`, which is
-also recorded as `info.image_root`). Each annotation also carries `drawn_area`, the pixel count of the whole shape
-inside the image before occlusion (`area` < `drawn_area` means occluded). Deterministic for a given seed and
-arguments. `--difficulty hard` adds look-alikes, small objects and clutter (`ntt_engine.synthetic_hard`).
-"""
+"""Drawing primitives of the generated datasets: class appearances (hue, texture), the textured background, shapes,
+placement with controlled occlusion, and painting. `draw` turns a list of (appearance, category) into an RGB image and
+the visible mask of every class instance; easy.py and hard.py choose what to draw."""
 from __future__ import annotations
 
-import argparse
 import colorsys
-import json
 import math
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .memory import atomic_write_bytes
-
 MAX_CLASSES = 8
-DIFFICULTIES = ("easy", "hard")
 MIN_VISIBLE_PIXELS = 64
 MIN_VISIBLE_FRACTION = 0.3
 _MIN_DRAWN_PIXELS = 150
@@ -74,7 +49,6 @@ DISTRACTOR_APPEARANCES: tuple[Appearance, ...] = (
     Appearance("lime", 91.0, "rings"),
     Appearance("teal", 152.0, "solid"),
 )
-TEXTURES = ("solid", "stripes", "checker", "dots", "grid", "waves", "diagonal", "rings")
 
 
 def class_appearances(classes: int) -> tuple[Appearance, ...]:
@@ -251,26 +225,8 @@ def _compose(rng: np.random.Generator, kinds: list[tuple[Appearance, int | None]
     return placed
 
 
-def _render_image(rng: np.random.Generator, positive: bool, looks: Sequence[Appearance],
-                  distractors: Sequence[Appearance], height: int, width: int
-                  ) -> tuple[np.ndarray, list[tuple[int, np.ndarray, int]]]:
-    """Returns the RGB uint8 image and (category_id, visible mask, drawn area) of every class instance."""
-    kinds: list[tuple[Appearance, int | None]] = []
-    if positive:
-        for _ in range(int(rng.integers(1, 6))):
-            k = int(rng.integers(len(looks)))
-            kinds.append((looks[k], k + 1))
-        if rng.uniform() < 0.25:
-            d = distractors[int(rng.integers(len(distractors)))]
-            kinds.insert(int(rng.integers(len(kinds) + 1)), (d, None))
-    else:
-        for _ in range(int(rng.integers(0, 4))):
-            kinds.append((distractors[int(rng.integers(len(distractors)))], None))
-    return _draw(rng, kinds, height, width)
-
-
-def _draw(rng: np.random.Generator, kinds: list[tuple[Appearance, int | None]], height: int, width: int,
-          **compose_options) -> tuple[np.ndarray, list[tuple[int, np.ndarray, int]]]:
+def draw(rng: np.random.Generator, kinds: list[tuple[Appearance, int | None]], height: int, width: int,
+         **compose_options) -> tuple[np.ndarray, list[tuple[int, np.ndarray, int]]]:
     """Background, placement (`_compose` options), painting → the image and its class instances' visible masks."""
     image = _background(rng, height, width)
     objects = _compose(rng, kinds, height, width, **compose_options)
@@ -291,108 +247,3 @@ def _draw(rng: np.random.Generator, kinds: list[tuple[Appearance, int | None]], 
     instances = [(obj.category_id, owner == i, int(obj.mask.sum())) for i, obj in enumerate(keep)
                  if obj.category_id is not None]
     return rgb, instances
-
-
-# ------------------------------------------------------------------------------------------------ COCO
-
-
-def mask_to_annotation(mask: np.ndarray) -> dict:
-    """COCO fields of one binary mask: RLE (counts as str), area = pixel count, bbox = exact extent (xywh)."""
-    from .export import mask_to_bbox, mask_to_rle
-
-    return {"segmentation": mask_to_rle(mask), "area": int(mask.sum()), "bbox": list(mask_to_bbox(mask)), "iscrowd": 0}
-
-
-def generate_dataset(out_dir: str | Path, images: int, classes: int, seed: int,
-                     size: tuple[int, int] = (320, 240), negative_fraction: float = 0.15,
-                     progress: bool = False, difficulty: str = "easy") -> Path:
-    """Write `images` PNGs to `out_dir/images` and their COCO annotations to `out_dir/instances.json`.
-
-    `size` is (width, height). Exactly round(images · negative_fraction) images are negatives (no class object).
-    `difficulty`: "easy" or "hard" (`ntt_engine.synthetic_hard`). Returns the path of instances.json.
-    """
-    if difficulty not in DIFFICULTIES:
-        raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {difficulty!r}")
-    from .synthetic_hard import render_hard_image
-    looks = class_appearances(classes)
-    distractors = tuple(a for a in CLASS_APPEARANCES if a not in looks) + DISTRACTOR_APPEARANCES
-    width, height = int(size[0]), int(size[1])
-    if width < 32 or height < 32:
-        raise ValueError(f"image size must be at least 32x32, got {width}x{height}")
-    if images < 0 or not 0.0 <= negative_fraction <= 1.0:
-        raise ValueError("images must be >= 0 and negative_fraction in [0, 1]")
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-
-    n_negative = int(round(images * negative_fraction))
-    order = np.random.default_rng(np.random.SeedSequence([seed, 0x5EED])).permutation(images)
-    negatives = set(order[:n_negative].tolist())
-
-    coco_images, annotations = [], []
-    indices = range(images)
-    if progress:
-        from tqdm import tqdm
-
-        indices = tqdm(indices, desc="synthetic images", unit="img")
-    for index in indices:
-        rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
-        render = render_hard_image if difficulty == "hard" else _render_image
-        rgb, instances = render(rng, index not in negatives, looks, distractors, height, width)
-        image_id = index + 1
-        file_name = f"{image_id:06d}.png"
-        Image.fromarray(rgb).save(out / "images" / file_name, compress_level=1)
-        coco_images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
-        for category_id, mask, drawn_area in instances:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category_id,
-                                **mask_to_annotation(mask), "drawn_area": drawn_area})
-
-    dataset = {
-        "info": {
-            "description": f"ntt-label synthetic dataset: {images} images, {classes} classes, seed {seed}",
-            "version": "1",
-            "image_root": "images",
-            "generator": {"images": images, "classes": classes, "seed": seed, "size": [width, height],
-                          "negative_fraction": negative_fraction,
-                          "negative_image_ids": sorted(i + 1 for i in negatives),
-                          **({"difficulty": difficulty} if difficulty != "easy" else {})},
-        },
-        "licenses": [],
-        "images": coco_images,
-        "annotations": annotations,
-        "categories": [{"id": k + 1, "name": look.name, "supercategory": "synthetic"} for k, look in enumerate(looks)],
-    }
-    path = out / "instances.json"
-    atomic_write_bytes(path, json.dumps(dataset).encode())
-    return path
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = text.lower().split("x")
-        return int(w), int(h)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 320x240, got {text!r}") from None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ntt_engine.synthetic", description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path, help="output folder (images/ and instances.json)")
-    parser.add_argument("--images", type=int, default=100)
-    parser.add_argument("--classes", type=int, default=5, help=f"1..{MAX_CLASSES}")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=_parse_size, default=(320, 240), help="WIDTHxHEIGHT (default 320x240)")
-    parser.add_argument("--negative-fraction", type=float, default=0.15)
-    parser.add_argument("--difficulty", choices=DIFFICULTIES, default="easy",
-                        help="hard: look-alike distractors, small objects, clutter (default easy)")
-    args = parser.parse_args(argv)
-    try:
-        path = generate_dataset(args.out, args.images, args.classes, args.seed, args.size, args.negative_fraction,
-                                progress=True, difficulty=args.difficulty)
-    except ValueError as exc:
-        parser.error(str(exc))
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

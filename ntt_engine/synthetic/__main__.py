@@ -1,0 +1,5 @@
+import sys
+
+from ntt_engine.synthetic.cli import main
+
+sys.exit(main())
