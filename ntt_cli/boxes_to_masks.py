@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import (add_engine_options, build_engine, engine_config, load_coco, log, plural, progress,
-                     resolve_images, write_json)
-from .memory_build import load, masks_from_boxes, usable_box
+from ntt_cli.coco import load_coco, resolve_images
+from ntt_cli.console import log, plural, progress
+from ntt_cli.engine_options import add_engine_options, build_engine, engine_config
+from ntt_cli.files import write_json
+from ntt_cli.memory_build import load, masks_from_boxes, usable_box
 
 
 def add_parser(subparsers) -> None:

@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from .common import CliError, category_ids_named, examples, load_coco, log, plural, read_json, write_json
+from ntt_cli.coco import category_ids_named, load_coco
+from ntt_cli.console import CliError, examples, log, plural
+from ntt_cli.files import read_json, write_json
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
@@ -64,8 +66,8 @@ def check_results(results: Any, gt, path: Path) -> list[dict[str, Any]]:
 
 
 def gt_index(gt):
-    from pycocotools.coco import COCO
     from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
 
     data = copy.deepcopy(gt.data)
     data.setdefault("annotations", [])

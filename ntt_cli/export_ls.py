@@ -17,7 +17,9 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import numpy as np
 
-from .common import CliError, load_coco, log, plural, progress, read_json, write_json
+from ntt_cli.coco import load_coco
+from ntt_cli.console import CliError, log, plural, progress
+from ntt_cli.files import read_json, write_json
 
 KINDS = {"brushlabels": "brushlabels", "polygonlabels": "polygonlabels", "rectanglelabels": "rectanglelabels"}
 
@@ -122,15 +124,7 @@ def image_size(task, results, images_dir: Path | None, name: str) -> tuple[int, 
 
 
 def run(args) -> int:
-    from ntt_engine.export import mask_to_rle
-
-    tasks = read_json(args.export, "Label Studio export")
-    if isinstance(tasks, dict):
-        tasks = [tasks]
-    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
-        raise CliError(f"{args.export} is not a Label Studio JSON export (a list of tasks)")
-    if tasks and not any("data" in t for t in tasks):
-        raise CliError(f"{args.export} has no task 'data': export the project with the 'JSON' format, not JSON_MIN")
+    tasks = _read_tasks(args.export)
     fixed = None
     if args.categories is not None:
         fixed = {name: cat_id for cat_id, name in load_coco(args.categories, "categories file").category_names.items()}
@@ -164,25 +158,8 @@ def run(args) -> int:
             score = item.get("score", chosen.get("score")) if args.source == "predictions" else None
             for label in labels:
                 pending.append((images[-1]["id"], label, mask, bbox, score))
-    names = sorted({p[1] for p in pending})
-    if fixed is not None:
-        unknown = [n for n in names if n not in fixed]
-        if unknown:
-            raise CliError(f"labels {unknown} are not categories of {args.categories} (it has {sorted(fixed)})")
-        category_ids = {n: fixed[n] for n in names}
-        categories = [{"id": cat_id, "name": n} for n, cat_id in sorted(fixed.items(), key=lambda kv: kv[1])]
-    else:
-        category_ids = {n: i + 1 for i, n in enumerate(names)}
-        categories = [{"id": i + 1, "name": n} for i, n in enumerate(names)]
-    annotations = []
-    for image_id, label, mask, bbox, score in pending:
-        rle = mask_to_rle(mask)
-        ann = {"id": len(annotations) + 1, "image_id": image_id, "category_id": category_ids[label],
-               "segmentation": {"size": rle["size"], "counts": rle["counts"]}, "area": int(mask.sum()),
-               "bbox": [float(v) for v in bbox], "iscrowd": 0}
-        if score is not None:
-            ann["score"] = float(score)
-        annotations.append(ann)
+    category_ids, categories = _categories(sorted({p[1] for p in pending}), fixed, args.categories)
+    annotations = _coco_annotations(pending, category_ids)
     if not images:
         raise CliError(f"{args.export} has no task with a usable {args.source[:-1]} ({plural(len(tasks), 'task')}, "
                        f"{unlabelled} with no {args.source[:-1]}); nothing to export")
@@ -202,3 +179,42 @@ def run(args) -> int:
     log.info("export-ls: %s, %s, %s -> %s", plural(len(images), "image"), plural(len(annotations), "annotation"),
              plural(len(categories), "category"), args.output)
     return 0
+
+
+def _read_tasks(path: Path) -> list[dict]:
+    tasks = read_json(path, "Label Studio export")
+    if isinstance(tasks, dict):
+        tasks = [tasks]
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+        raise CliError(f"{path} is not a Label Studio JSON export (a list of tasks)")
+    if tasks and not any("data" in t for t in tasks):
+        raise CliError(f"{path} has no task 'data': export the project with the 'JSON' format, not JSON_MIN")
+    return tasks
+
+
+def _categories(names: list[str], fixed: dict[str, int] | None, source: Path | None
+                ) -> tuple[dict[str, int], list[dict]]:
+    """Category id per label and the COCO categories: those of --categories (every label must be one), else 1..n
+    in name order."""
+    if fixed is None:
+        return {n: i + 1 for i, n in enumerate(names)}, [{"id": i + 1, "name": n} for i, n in enumerate(names)]
+    unknown = [n for n in names if n not in fixed]
+    if unknown:
+        raise CliError(f"labels {unknown} are not categories of {source} (it has {sorted(fixed)})")
+    return {n: fixed[n] for n in names}, [{"id": cat_id, "name": n}
+                                          for n, cat_id in sorted(fixed.items(), key=lambda kv: kv[1])]
+
+
+def _coco_annotations(pending: list[tuple], category_ids: dict[str, int]) -> list[dict]:
+    from ntt_engine.export import mask_to_rle
+
+    annotations = []
+    for image_id, label, mask, bbox, score in pending:
+        rle = mask_to_rle(mask)
+        ann = {"id": len(annotations) + 1, "image_id": image_id, "category_id": category_ids[label],
+               "segmentation": {"size": rle["size"], "counts": rle["counts"]}, "area": int(mask.sum()),
+               "bbox": [float(v) for v in bbox], "iscrowd": 0}
+        if score is not None:
+            ann["score"] = float(score)
+        annotations.append(ann)
+    return annotations

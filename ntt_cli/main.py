@@ -7,8 +7,8 @@ import sys
 import traceback
 from typing import Sequence
 
-from . import boxes_to_masks, evaluate, export_ls, memory_build, predict, sample, viz
-from .common import CliError, setup_logging
+from ntt_cli import boxes_to_masks, evaluate, export_ls, memory_build, predict, sample, viz
+from ntt_cli.console import CliError, setup_logging
 
 COMMANDS = (sample, memory_build, boxes_to_masks, predict, evaluate, viz, export_ls)
 

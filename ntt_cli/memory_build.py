@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import (CliError, add_engine_options, annotation_mask, build_engine, engine_config, load_coco, log,
-                     plural, progress, resolve_images, sidecar, write_json, xywh_to_xyxy)
+from ntt_cli.coco import annotation_mask, load_coco, resolve_images, xywh_to_xyxy
+from ntt_cli.console import CliError, log, plural, progress
+from ntt_cli.engine_options import add_engine_options, build_engine, engine_config
+from ntt_cli.files import sidecar, write_json
 
 META_SUFFIX = ".meta.json"
 
@@ -78,25 +80,8 @@ def run(args) -> int:
             negatives += 1
             continue
         pixels = load(file, config)
-        height, width = pixels.shape[:2]
-        masks: list[np.ndarray | None] = []
-        labels, box_only = [], []
-        for ann in anns:
-            if ann.get("iscrowd", 0):
-                skipped["crowd"] += 1
-                continue
-            mask = annotation_mask(ann, height, width)
-            if mask is None and not usable_box(ann, width, height):
-                skipped["unusable box"] += 1
-                continue
-            if mask is None:
-                box_only.append((len(masks), ann["bbox"]))
-            masks.append(mask)
-            labels.append(names[ann["category_id"]])
-        if box_only:
-            for (index, _), mask in zip(box_only, masks_from_boxes(engine, pixels, [b for _, b in box_only])):
-                masks[index] = mask
-            from_boxes += len(box_only)
+        masks, labels, boxes = _image_masks(engine, pixels, anns, names, skipped)
+        from_boxes += boxes
         keep = [i for i, m in enumerate(masks) if m is not None and m.any()]
         skipped["empty mask"] += len(masks) - len(keep)
         if not keep:
@@ -124,11 +109,36 @@ def run(args) -> int:
     return 0
 
 
+def _image_masks(engine, pixels: np.ndarray, anns: list[dict], names: dict[int, str], skipped: dict[str, int]
+                 ) -> tuple[list[np.ndarray | None], list[str], int]:
+    """One image's annotations → (masks, their labels, how many masks SAM made from boxes); crowd annotations and
+    unusable boxes are counted in `skipped`."""
+    height, width = pixels.shape[:2]
+    masks: list[np.ndarray | None] = []
+    labels, box_only = [], []
+    for ann in anns:
+        if ann.get("iscrowd", 0):
+            skipped["crowd"] += 1
+            continue
+        mask = annotation_mask(ann, height, width)
+        if mask is None and not usable_box(ann, width, height):
+            skipped["unusable box"] += 1
+            continue
+        if mask is None:
+            box_only.append((len(masks), ann["bbox"]))
+        masks.append(mask)
+        labels.append(names[ann["category_id"]])
+    if box_only:
+        for (index, _), mask in zip(box_only, masks_from_boxes(engine, pixels, [b for _, b in box_only])):
+            masks[index] = mask
+    return masks, labels, len(box_only)
+
+
 def read_meta(memory_path: Path) -> dict | None:
     path = sidecar(memory_path, META_SUFFIX)
     if not path.exists():
         return None
-    from .common import read_json
+    from ntt_cli.files import read_json
 
     meta = read_json(path, "memory metadata")
     return meta if isinstance(meta, dict) and meta.get("format") == "ntt-memory-meta" else None

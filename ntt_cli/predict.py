@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .common import (CliError, Coco, add_engine_options, build_engine, engine_config, examples, list_image_dir,
-                     load_coco, log, plural, progress, resolve_images, sidecar, write_json)
-from .inference import image_record
-from .memory_build import read_meta
+from ntt_cli.coco import Coco, load_coco, resolve_images
+from ntt_cli.console import CliError, examples, log, plural, progress
+from ntt_cli.engine_options import add_engine_options, build_engine, engine_config
+from ntt_cli.files import list_image_dir, sidecar, write_json
+from ntt_cli.inference import image_record
+from ntt_cli.memory_build import read_meta
 
 PROGRESS_SUFFIX = ".progress.jsonl"
 META_SUFFIX = ".meta.json"
@@ -148,22 +150,8 @@ def fingerprint(memory_bytes: bytes, config, cat_ids: dict[str, int], images: li
 
 def run(args) -> int:
     started = time.perf_counter()
-    if not args.memory.is_file():
-        raise CliError(f"memory file {args.memory} does not exist; build one with `ntt memory build`")
-    if not args.input.exists():
-        raise CliError(f"{args.input} does not exist; pass a folder of images or a COCO json")
-    if args.workers is not None and not args.ray:
-        raise CliError("--workers needs --ray ADDRESS (or --ray local)")
-    from ntt_engine import MemoryBank, MemoryFormatError
-
-    memory_bytes = args.memory.read_bytes()
-    try:
-        memory = MemoryBank.from_bytes(memory_bytes, str(args.memory))
-    except MemoryFormatError as exc:
-        raise CliError(str(exc)) from None
+    memory_bytes, memory = _read_memory(args)
     labels = sorted(memory.counts())
-    if not labels:
-        raise CliError(f"memory {args.memory} holds no class; rebuild it with `ntt memory build`")
     meta = read_meta(args.memory)
     config = engine_config(args, fallback=(meta or {}).get("config"))
     images, files, coco = collect_images(args)
@@ -171,14 +159,8 @@ def run(args) -> int:
     output = args.output
     if output.exists() and output.is_dir():
         raise CliError(f"--output {output} is a folder; give a file name such as {output / 'results.json'}")
-    engine = None
-    if not args.ray:  # load the models before touching the progress file: a bad config leaves nothing behind
-        engine = build_engine(config)
-        try:
-            engine.memory = engine.adopt_memory(memory)
-        except MemoryFormatError as exc:
-            raise CliError(f"{exc} (or predict with the preset it was built with, see "
-                           f"{sidecar(args.memory, META_SUFFIX)})") from None
+    # load the models before touching the progress file: a bad config leaves nothing behind
+    engine = None if args.ray else _engine_for(config, memory, args.memory)
     tracker = ProgressFile(sidecar_progress(output), fingerprint(memory_bytes, config, cat_ids, images, args.score_thr),
                            args.restart)
     todo = [(i, image["id"], file) for i, (image, file) in enumerate(zip(images, files)) if i not in tracker.records]
@@ -224,6 +206,38 @@ def run(args) -> int:
     return 0
 
 
+def _read_memory(args) -> tuple[bytes, Any]:
+    """The memory file's bytes and its MemoryBank, after the arguments' own checks."""
+    from ntt_engine import MemoryBank, MemoryFormatError
+
+    if not args.memory.is_file():
+        raise CliError(f"memory file {args.memory} does not exist; build one with `ntt memory build`")
+    if not args.input.exists():
+        raise CliError(f"{args.input} does not exist; pass a folder of images or a COCO json")
+    if args.workers is not None and not args.ray:
+        raise CliError("--workers needs --ray ADDRESS (or --ray local)")
+    memory_bytes = args.memory.read_bytes()
+    try:
+        memory = MemoryBank.from_bytes(memory_bytes, str(args.memory))
+    except MemoryFormatError as exc:
+        raise CliError(str(exc)) from None
+    if not memory.counts():
+        raise CliError(f"memory {args.memory} holds no class; rebuild it with `ntt memory build`")
+    return memory_bytes, memory
+
+
+def _engine_for(config, memory, memory_path: Path):
+    from ntt_engine import MemoryFormatError
+
+    engine = build_engine(config)
+    try:
+        engine.memory = engine.adopt_memory(memory)
+    except MemoryFormatError as exc:
+        raise CliError(f"{exc} (or predict with the preset it was built with, see "
+                       f"{sidecar(memory_path, META_SUFFIX)})") from None
+    return engine
+
+
 def _order(record: dict[str, Any]) -> tuple:
     """Results are sorted by image id (input order when ids are not numbers), then the engine's detection order."""
     image_id = record["image_id"]
@@ -239,7 +253,7 @@ def sidecar_progress(output: Path) -> Path:
 
 
 def _ray(args, config, memory_bytes, cat_ids, todo, on_record) -> str:
-    from .ray_runner import run_ray
+    from ntt_cli.ray_runner import run_ray
 
     if args.workers is not None and args.workers < 1:
         raise CliError("--workers must be at least 1")

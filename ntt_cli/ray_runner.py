@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from .common import CliError, log, plural
+from ntt_cli.console import CliError, log, plural
 
 IN_FLIGHT_PER_WORKER = 2
 
@@ -69,7 +69,7 @@ def run_ray(address: str, workers: int | None, config: dict[str, Any], memory_by
             raise CliError(f"the Ray cluster at {address!r} has no GPU and no CPU to run workers on", 1)
         if count > slots:
             raise CliError(f"--workers {count} is more than the cluster's {plural(slots, kind)}; lower --workers", 1)
-        from .inference import PredictWorker
+        from ntt_cli.inference import PredictWorker
 
         options = {"num_gpus": 1, "num_cpus": 0} if gpus else {"num_cpus": 1}
         actor_class = ray.remote(PredictWorker).options(**options)

@@ -11,7 +11,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-from .common import CliError, category_ids_named, load_coco, log, plural, write_json
+from ntt_cli.coco import category_ids_named, load_coco
+from ntt_cli.console import CliError, log, plural
+from ntt_cli.files import write_json
 
 MIN_BOX_SIDE = 32
 BORDER_MARGIN = 10

@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from .common import CliError, load_coco, log, plural, progress, read_json, sidecar
+from ntt_cli.coco import load_coco
+from ntt_cli.console import CliError, log, plural, progress
+from ntt_cli.files import read_json, sidecar
 
 CELL = (320, 240)
 

@@ -109,26 +109,7 @@ def prelabel(settings: Settings, project_id: int, batch_size: int = 8, use_ray: 
     if len(snap.memory) == 0:
         log.warning("project %d has no references yet: label a few images first", project_id)
 
-    todo, certainty, stale = [], {}, {}
-    own = own_version_pattern(rt.engine())
-    for task in rt.api.iter_tasks(project_id):
-        stats.tasks += 1
-        predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict)]
-        if any(p.get("model_version") == version for p in predictions):
-            stats.already_current += 1
-            continue
-        todo.append(_lean(task))
-        labelled = bool(task.get("total_annotations") or task.get("annotations") or task.get("cancelled_annotations"))
-        certainty[task.get("id")] = (labelled, _last_own_score(predictions, own))
-        if not labelled:  # as the refresh does: an unlabelled task's own stale predictions are replaced
-            stale[task.get("id")] = sorted((p for p in predictions if isinstance(p.get("id"), int) and
-                                            own.match(str(p.get("model_version", "")))), key=lambda p: p["id"])
-        if order == "id" and limit is not None and len(todo) >= limit:
-            break
-    if order == "useful":  # unlabelled first; among them never predicted (None), then the least certain
-        todo.sort(key=lambda t: (certainty[t["id"]][0], certainty[t["id"]][1] is not None,
-                                 certainty[t["id"]][1] or 0.0, t["id"] or 0))
-        todo = todo[:limit] if limit is not None else todo
+    todo, stale = _select_tasks(rt, project_id, version, order, limit, stats)
     log.info("project %d: %d task(s), %d already predicted by %s, %d to do", project_id, stats.tasks,
              stats.already_current, version, len(todo))
 
@@ -149,6 +130,35 @@ def prelabel(settings: Settings, project_id: int, batch_size: int = 8, use_ray: 
             stats.uploaded += 1
     bar.close()
     return stats
+
+
+def _select_tasks(rt: Runtime, project_id: int, version: str, order: str, limit: int | None,
+                  stats: PrelabelStats) -> tuple[list[dict], dict[int, list[dict]]]:
+    """The tasks to predict (none already at `version`), in `order`, and per unlabelled task this engine's stale
+    predictions to replace."""
+    todo: list[dict] = []
+    certainty: dict = {}
+    stale: dict[int, list[dict]] = {}
+    own = own_version_pattern(rt.engine())
+    for task in rt.api.iter_tasks(project_id):
+        stats.tasks += 1
+        predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict)]
+        if any(p.get("model_version") == version for p in predictions):
+            stats.already_current += 1
+            continue
+        todo.append(_lean(task))
+        labelled = bool(task.get("total_annotations") or task.get("annotations") or task.get("cancelled_annotations"))
+        certainty[task.get("id")] = (labelled, _last_own_score(predictions, own))
+        if not labelled:  # as the refresh does: an unlabelled task's own stale predictions are replaced
+            stale[task.get("id")] = sorted((p for p in predictions if isinstance(p.get("id"), int) and
+                                            own.match(str(p.get("model_version", "")))), key=lambda p: p["id"])
+        if order == "id" and limit is not None and len(todo) >= limit:
+            break
+    if order == "useful":  # unlabelled first; among them never predicted (None), then the least certain
+        todo.sort(key=lambda t: (certainty[t["id"]][0], certainty[t["id"]][1] is not None,
+                                 certainty[t["id"]][1] or 0.0, t["id"] or 0))
+        todo = todo[:limit] if limit is not None else todo
+    return todo, stale
 
 
 def _upload(rt: Runtime, task_id: int, prediction: dict, mine: list[dict], stats: PrelabelStats) -> None:

@@ -203,17 +203,19 @@ class Refresher:
                 log.warning("project %d, task %s: prediction not refreshed: %s", project, task.get("id"), exc)
         if self._superseded(project):
             stats.restarted = True
+        self._report(stats, time.perf_counter() - started)
+        return stats
+
+    def _report(self, stats: RefreshStats, seconds: float) -> None:
         self.rt.metrics.add("refresh_passes")
         self.rt.metrics.add("refresh_predictions_updated", stats.updated)
         self.rt.metrics.add("refresh_predictions_created", stats.created)
         self.rt.metrics.add("refresh_predictions_deleted", stats.deleted)
-        self.rt.metrics.time("refresh", time.perf_counter() - started)
+        self.rt.metrics.time("refresh", seconds)
         log.info("project %d: predictions of the next %d task(s) brought to %s in %.1f s (%d already current, %d "
-                 "replaced, %d new, %d older duplicates deleted, %d failed%s)", project, stats.tasks,
-                 stats.model_version or "-", time.perf_counter() - started, stats.current, stats.updated,
-                 stats.created, stats.deleted, stats.failed, "; restarting for a newer memory" if stats.restarted
-                 else "")
-        return stats
+                 "replaced, %d new, %d older duplicates deleted, %d failed%s)", stats.project, stats.tasks,
+                 stats.model_version or "-", seconds, stats.current, stats.updated, stats.created, stats.deleted,
+                 stats.failed, "; restarting for a newer memory" if stats.restarted else "")
 
     def _store(self, task_id: int, mine: list[dict], prediction: dict, stats: RefreshStats) -> None:
         api = self.rt.api
