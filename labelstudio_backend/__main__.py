@@ -44,8 +44,8 @@ def _prelabel(argv: Sequence[str]) -> int:
     parser.add_argument("--log-level", default=None)
     args = parser.parse_args(argv)
     settings = _settings(parser, log_level=args.log_level)
-    from labelstudio_backend.web.app import configure_logging
     from labelstudio_backend.predict.prelabel import prelabel
+    from labelstudio_backend.web.app import configure_logging
 
     configure_logging(settings.log_level)
     stats = prelabel(settings, args.project, args.batch_size, args.ray, args.ray_address, args.actors, args.limit,

@@ -10,14 +10,13 @@ import threading
 import time
 from typing import Callable
 
-from ntt_engine import Engine
-
 from labelstudio_backend.fetch.images import ImageLoader
-from labelstudio_backend.labelstudio.label_config import LabelConfig, LabelConfigError, parse_label_config
 from labelstudio_backend.labelstudio.client import LabelStudioAPI
+from labelstudio_backend.labelstudio.label_config import LabelConfig, LabelConfigError, parse_label_config
 from labelstudio_backend.metrics import Metrics
-from labelstudio_backend.store.projects import ProjectState, ProjectStore
 from labelstudio_backend.settings import Settings
+from labelstudio_backend.store.projects import ProjectState, ProjectStore
+from ntt_engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ class Runtime:
         self.api = LabelStudioAPI(settings.label_studio_url, settings.label_studio_api_key, settings.api_timeout) \
             if settings.label_studio_url and settings.label_studio_api_key else None
         self.images = ImageLoader(settings, self.api)
-        self.store = ProjectStore(settings.model_dir, self.engine, settings.lock_timeout, settings.test_write_pause)
+        self.store = ProjectStore(settings.model_dir, self.engine, settings.lock_timeout)
         self._engine_factory = engine_factory or (lambda: Engine(settings.engine_config()))
         self._engine: Engine | None = None
         self._engine_error: str | None = None

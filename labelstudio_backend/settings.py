@@ -5,9 +5,10 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from ntt_engine import EngineConfig
+if TYPE_CHECKING:  # ntt_engine loads torch: gunicorn's master reads these settings without it
+    from ntt_engine import EngineConfig
 
 
 class SettingsError(ValueError):
@@ -53,6 +54,14 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _bind(env: Mapping[str, str]) -> str:
+    """gunicorn's address: GUNICORN_BIND, else HOST:PORT (HOST default 0.0.0.0, PORT default 9090)."""
+    host = env.get("HOST", "").strip()
+    if not host or "/" in host:  # HOST is also Label Studio's public-URL variable: only a bare address counts here
+        host = "0.0.0.0"
+    return _first(env, "GUNICORN_BIND") or f"{host}:{_first(env, 'PORT', default='9090')}"
+
+
 @dataclass(frozen=True)
 class Settings:
     label_studio_url: str = ""  # e.g. http://127.0.0.1:8080, no trailing slash
@@ -63,6 +72,8 @@ class Settings:
     log_level: str = "INFO"
     workers: int = 1
     threads: int = 8
+    bind: str = "0.0.0.0:9090"  # gunicorn only (GUNICORN_BIND, else HOST:PORT); the dev server takes --host/--port
+    gunicorn_timeout: int = 300  # GUNICORN_TIMEOUT: model loading and big predict batches take a while
     preset: str = "fast"
     config_file: Path | None = None  # NTT_CONFIG: JSON {"preset": ..., overrides}; wins over NTT_PRESET
     device: str | None = None  # NTT_DEVICE overrides the config's device ("cpu", "cuda", "auto")
@@ -86,7 +97,6 @@ class Settings:
     # None: THREADS - 2 (at least 1), so that /health, /setup and /webhook always find a free thread
     max_pending_predicts: int | None = None
     malloc_arenas: int = 2  # NTT_MALLOC_ARENAS: glibc malloc arenas per process (0: glibc's default, 8 per core)
-    test_write_pause: float = 0.0  # NTT_TEST_WRITE_PAUSE_S, tests only: pause inside memory writes (crash tests)
     # freshness (store/in_flight.py, predict/refresher.py): bounded waits for unapplied events, and the background refresh
     webhook_wait: float = 0.8  # NTT_WEBHOOK_APPLY_WAIT_S: /webhook waits this long for its event (LS waits 1 s)
     setup_wait: float = 2.0  # NTT_SETUP_WAIT_S: /setup waits for the project's pending events (LS waits 3 s)
@@ -125,6 +135,8 @@ class Settings:
             log_level=_first(env, "LOG_LEVEL", default="INFO").upper(),
             workers=_int(env, "WORKERS", 1),
             threads=_int(env, "THREADS", 8),
+            bind=_bind(env),
+            gunicorn_timeout=_int(env, "GUNICORN_TIMEOUT", 300),
             preset=_first(env, "NTT_PRESET", default="fast"),
             config_file=Path(config) if config else None,
             device=_first(env, "NTT_DEVICE") or None,
@@ -143,7 +155,6 @@ class Settings:
             lock_timeout=_float(env, "NTT_LOCK_TIMEOUT", 600.0),
             max_pending_predicts=_int(env, "NTT_MAX_PENDING_PREDICTS", None),
             malloc_arenas=_int(env, "NTT_MALLOC_ARENAS", 2),
-            test_write_pause=_float(env, "NTT_TEST_WRITE_PAUSE_S", 0.0),
             webhook_wait=_float(env, "NTT_WEBHOOK_APPLY_WAIT_S", 0.8),
             setup_wait=_float(env, "NTT_SETUP_WAIT_S", 2.0),
             predict_wait=_float(env, "NTT_PREDICT_WAIT_S", 20.0),
@@ -160,6 +171,8 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> None:
+        if self.workers < 1 or self.threads < 1 or self.gunicorn_timeout < 1:
+            raise SettingsError("WORKERS, THREADS and GUNICORN_TIMEOUT must be >= 1")
         if self.label_studio_url and not self.label_studio_url.startswith(("http://", "https://")):
             raise SettingsError(f"LABEL_STUDIO_URL must start with http:// or https://, got {self.label_studio_url!r}")
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
@@ -178,11 +191,11 @@ class Settings:
             raise SettingsError("NTT_WEBHOOK_APPLY_WAIT_S, NTT_SETUP_WAIT_S and NTT_PREDICT_WAIT_S must be >= 0")
         if self.refresh_tasks < 0:
             raise SettingsError("NTT_REFRESH_TASKS must be >= 0 (0 turns the refresh off)")
-        if self.test_write_pause < 0:
-            raise SettingsError("NTT_TEST_WRITE_PAUSE_S must be >= 0")
 
     def engine_config(self) -> EngineConfig:
         """NTT_CONFIG (a JSON file) or NTT_PRESET, with the env's device and per-class cap applied on top."""
+        from ntt_engine import EngineConfig
+
         config = EngineConfig.from_file(self.config_file) if self.config_file else EngineConfig.preset(self.preset)
         changes: dict = {}
         if self.device:

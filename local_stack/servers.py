@@ -151,6 +151,7 @@ class BackendServer:
     port: int | None = None
     host: str = "127.0.0.1"
     gunicorn_workers: int | None = None  # None: the development server; N: gunicorn with N worker processes
+    module: str = "labelstudio_backend"  # what the development server runs with -m (tests may wrap it)
     python: Path = field(default_factory=lambda: Path(os.environ.get("NTT_BACKEND_PYTHON") or DEFAULT_PYTHON))
     log_path: Path | None = None
     proc: subprocess.Popen | None = None
@@ -187,7 +188,7 @@ class BackendServer:
             cmd = [str(self.python), "-m", "gunicorn", "-c", "python:labelstudio_backend.gunicorn_conf",
                    "labelstudio_backend.wsgi:app"]
         else:
-            cmd = [str(self.python), "-m", "labelstudio_backend", "--host", self.host, "--port", str(self.port)]
+            cmd = [str(self.python), "-m", self.module, "--host", self.host, "--port", str(self.port)]
         t0 = time.monotonic()
         log = open(self.log_path, "ab")
         try:

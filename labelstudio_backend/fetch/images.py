@@ -32,13 +32,12 @@ from urllib.parse import parse_qs, unquote
 import numpy as np
 import requests
 
-from ntt_engine import ImageLoadError, load_image
-
 from labelstudio_backend.fetch.download_deadline import Deadline, pinned_address, watched_session
 from labelstudio_backend.fetch.image_formats import check_image_format
+from labelstudio_backend.fetch.url_parts import MalformedUrl, join_url, shorten, split_url
 from labelstudio_backend.labelstudio.client import LabelStudioAPI, LabelStudioAPIError
 from labelstudio_backend.settings import Settings
-from labelstudio_backend.fetch.url_parts import MalformedUrl, join_url, split_url
+from ntt_engine import ImageLoadError, load_image
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +164,9 @@ class ImageLoader:
             check_image_format(source)
             return load_image(source, max_pixels)
         except ImageLoadError as exc:
-            raise ImageFetchError(f"{_short(url)}: {exc}") from exc
+            raise ImageFetchError(f"{shorten(url)}: {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - a file that changed under us, a decoder's own error: one task's
-            raise ImageFetchError(f"{_short(url)}: cannot read the image: {type(exc).__name__}: {exc}") from exc
+            raise ImageFetchError(f"{shorten(url)}: cannot read the image: {type(exc).__name__}: {exc}") from exc
 
     def read(self, url: str, task_id: int | None = None) -> bytes | Path:
         """The image's bytes, or its path for local files. Raises ImageFetchError only."""
@@ -178,7 +177,7 @@ class ImageLoader:
         except MalformedUrl as exc:
             raise ImageFetchError(str(exc)) from None
         except (OSError, ValueError, RuntimeError) as exc:
-            raise ImageFetchError(f"{_short(str(url))}: cannot read the image: {type(exc).__name__}: {exc}") from exc
+            raise ImageFetchError(f"{shorten(str(url))}: cannot read the image: {type(exc).__name__}: {exc}") from exc
 
     def _read(self, url: str, task_id: int | None) -> bytes | Path:
         if not isinstance(url, str) or not url.strip():
@@ -197,9 +196,9 @@ class ImageLoader:
             try:
                 is_file = path.is_file()
             except OSError as exc:
-                raise ImageFetchError(f"{_short(url)}: cannot read {str(path)[:200]}: {exc.strerror or exc}") from None
+                raise ImageFetchError(f"{shorten(url)}: cannot read {str(path)[:200]}: {exc.strerror or exc}") from None
             if not is_file:
-                raise ImageFetchError(f"{_short(url)}: no such file {path}")
+                raise ImageFetchError(f"{shorten(url)}: no such file {path}")
             return path
         if parts.netloc and self.settings.label_studio_url and parts.path.startswith(LS_MEDIA_PATHS):
             # Label Studio media under its public HOST name: fetch it from LABEL_STUDIO_URL (only ever that host)
@@ -210,7 +209,7 @@ class ImageLoader:
             return cached
         if url.startswith(CLOUD_SCHEMES):
             if task_id is None:
-                raise ImageFetchError(f"{_short(url)}: cloud storage URLs need the task id to presign")
+                raise ImageFetchError(f"{shorten(url)}: cloud storage URLs need the task id to presign")
             fileuri = base64.urlsafe_b64encode(url.encode()).decode()
             data = self._fetch(self._ls_url(f"/tasks/{int(task_id)}/presign/?fileuri={fileuri}"), url)
         elif url.startswith("/"):
@@ -218,7 +217,7 @@ class ImageLoader:
         elif parts.scheme in ("http", "https"):
             data = self._fetch(url, url)
         else:
-            raise ImageFetchError(f"{_short(url)}: unsupported image URL scheme {parts.scheme or '(none)'!r}")
+            raise ImageFetchError(f"{shorten(url)}: unsupported image URL scheme {parts.scheme or '(none)'!r}")
         self._remember(url, data)
         return data
 
@@ -228,7 +227,7 @@ class ImageLoader:
 
     def _ls_url(self, path: str) -> str:
         if not self.settings.label_studio_url:
-            raise ImageFetchError(f"{_short(path)} is served by Label Studio: set LABEL_STUDIO_URL "
+            raise ImageFetchError(f"{shorten(path)} is served by Label Studio: set LABEL_STUDIO_URL "
                                   "(and LABEL_STUDIO_API_KEY), or LOCAL_FILES_DOCUMENT_ROOT for local files")
         return self.settings.label_studio_url + path
 
@@ -243,7 +242,7 @@ class ImageLoader:
             raise
 
     def _fetch(self, url: str, original: str) -> bytes:
-        timed_out = f"{_short(original)}: timed out after {self.settings.download_timeout:g} s (NTT_DOWNLOAD_TIMEOUT)"
+        timed_out = f"{shorten(original)}: timed out after {self.settings.download_timeout:g} s (NTT_DOWNLOAD_TIMEOUT)"
         with Deadline(self.settings.download_timeout) as watchdog:
             try:
                 data = self._fetch_hops(url, original)
@@ -252,7 +251,7 @@ class ImageLoader:
                     raise ImageFetchError(timed_out) from exc
                 if isinstance(exc, ImageFetchError):
                     raise
-                raise ImageFetchError(f"{_short(original)}: download failed: {exc}") from exc
+                raise ImageFetchError(f"{shorten(original)}: download failed: {exc}") from exc
             if watchdog.expired:  # a body cut short by the watchdog may look complete
                 raise ImageFetchError(timed_out)
             return data
@@ -270,13 +269,13 @@ class ImageLoader:
             pending_refresh = False
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise ImageFetchError(f"{_short(original)}: timed out after {self.settings.download_timeout:.0f} s")
+                raise ImageFetchError(f"{shorten(original)}: timed out after {self.settings.download_timeout:.0f} s")
             try:
                 with pinned_address(address):  # connect to the address just checked: no second DNS answer
                     response = self.session.get(url, headers=headers, stream=True, allow_redirects=False,
                                                 timeout=(min(10.0, remaining), remaining))
             except requests.RequestException as exc:
-                raise ImageFetchError(f"{_short(original)}: download failed: {exc}") from exc
+                raise ImageFetchError(f"{shorten(original)}: download failed: {exc}") from exc
             with response:
                 if response.is_redirect:
                     url = join_url(url, response.headers.get("location", ""))
@@ -290,27 +289,27 @@ class ImageLoader:
                 if response.status_code != 200:
                     hint = " (is LABEL_STUDIO_API_KEY a valid personal access token?)" \
                         if response.status_code in (401, 403) and is_ls else ""
-                    raise ImageFetchError(f"{_short(original)}: HTTP {response.status_code}{hint}")
+                    raise ImageFetchError(f"{shorten(original)}: HTTP {response.status_code}{hint}")
                 return self._read_body(response, limit, deadline, original)
-        raise ImageFetchError(f"{_short(original)}: more than {MAX_REDIRECTS} redirects")
+        raise ImageFetchError(f"{shorten(original)}: more than {MAX_REDIRECTS} redirects")
 
     def _check_target(self, url: str, is_ls: bool, from_ls: bool) -> tuple[str, int, str] | None:
         """(host, port, address) to connect to: the first resolved address, all of them checked; None for Label
         Studio itself."""
         parts = split_url(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ImageFetchError(f"{_short(url)}: only http(s) URLs with a host can be fetched")
+            raise ImageFetchError(f"{shorten(url)}: only http(s) URLs with a host can be fetched")
         if is_ls:
             return None  # the admin configured LABEL_STUDIO_URL: it may live on a private network
         if not from_ls and not host_allowed(parts.hostname, self.settings.allowed_hosts):
-            raise ImageFetchError(f"{_short(url)}: host {parts.hostname!r} is neither Label Studio nor in "
+            raise ImageFetchError(f"{shorten(url)}: host {parts.hostname!r} is neither Label Studio nor in "
                                   "NTT_ALLOWED_HOSTS")
         port = parts.port
         try:
             addresses = list(self.resolver(parts.hostname, port))
             check_addresses(addresses, self.settings.allow_private_networks)
         except ImageFetchError as exc:
-            raise ImageFetchError(f"{_short(url)}: {exc}") from None
+            raise ImageFetchError(f"{shorten(url)}: {exc}") from None
         return parts.hostname, port, addresses[0]
 
     def _auth(self, is_ls: bool, force_refresh: bool = False) -> dict[str, str]:
@@ -325,14 +324,14 @@ class ImageLoader:
     def _read_body(response: requests.Response, limit: int, deadline: float, original: str) -> bytes:
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
-            raise ImageFetchError(f"{_short(original)}: {int(declared)} bytes is above NTT_DOWNLOAD_MAX_BYTES={limit}")
+            raise ImageFetchError(f"{shorten(original)}: {int(declared)} bytes is above NTT_DOWNLOAD_MAX_BYTES={limit}")
         chunks, size = [], 0
         for chunk in response.iter_content(chunk_size=1 << 16):
             size += len(chunk)
             if size > limit:
-                raise ImageFetchError(f"{_short(original)}: larger than NTT_DOWNLOAD_MAX_BYTES={limit}")
+                raise ImageFetchError(f"{shorten(original)}: larger than NTT_DOWNLOAD_MAX_BYTES={limit}")
             if time.monotonic() > deadline:
-                raise ImageFetchError(f"{_short(original)}: download took longer than the time limit")
+                raise ImageFetchError(f"{shorten(original)}: download took longer than the time limit")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -366,7 +365,3 @@ class ImageLoader:
 def _origin(url: str) -> tuple[str, str | None, int | None]:
     parts = split_url(url)
     return parts.scheme, parts.hostname, parts.port
-
-
-def _short(url: str) -> str:
-    return url if len(url) <= 120 else url[:117] + "..."

@@ -27,7 +27,7 @@ def split_url(url: str) -> UrlParts:
         parts = urlsplit(url)
         hostname, explicit = parts.hostname, parts.port
     except ValueError as exc:
-        raise MalformedUrl(f"malformed URL {_short(url)}: {exc}") from None
+        raise MalformedUrl(f"malformed URL {shorten(repr(url))}: {exc}") from None
     return UrlParts(parts.scheme, parts.netloc, hostname, explicit or DEFAULT_PORTS.get(parts.scheme), parts.path,
                     parts.query)
 
@@ -37,11 +37,11 @@ def join_url(base: str, location: str) -> str:
     try:
         joined = urljoin(base, location)
     except ValueError as exc:
-        raise MalformedUrl(f"malformed redirect location {_short(location)}: {exc}") from None
+        raise MalformedUrl(f"malformed redirect location {shorten(repr(location))}: {exc}") from None
     split_url(joined)  # a Location with a bad port parses here, not later
     return joined
 
 
-def _short(url: str) -> str:
-    text = repr(url)
-    return text if len(text) <= 120 else text[:117] + "..."
+def shorten(text: str, limit: int = 120) -> str:
+    """`text` cut to `limit` characters for an error message (URLs can be megabytes long)."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."

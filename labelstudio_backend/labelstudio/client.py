@@ -7,7 +7,6 @@ refreshed again on a 401). Legacy tokens (40 hex chars) are sent as `Authorizati
 from __future__ import annotations
 
 import json
-
 import logging
 import threading
 import time

@@ -16,10 +16,9 @@ import numpy as np
 from label_studio_sdk.converter import brush
 from PIL import Image
 
-from ntt_engine.export import mask_to_polygons, polygons_to_mask
-
 from labelstudio_backend.labelstudio.brush_rle import BrushRleError, decode_brush_values
 from labelstudio_backend.labelstudio.label_config import Control, LabelConfig
+from ntt_engine.export import mask_to_polygons, polygons_to_mask
 
 REGION_TYPES = ("brushlabels", "polygonlabels", "rectanglelabels")
 # result types that mark an object on the image: an annotation with none of these is a negative (empty) one
@@ -44,13 +43,6 @@ class Region:
     control: str
     mask: np.ndarray | None = None  # [H, W] bool
     box: tuple[float, float, float, float] | None = None
-
-
-@dataclass(frozen=True)
-class ParsedAnnotation:
-    regions: list[Region]
-    skipped: list[str]  # why each unusable region was skipped
-    has_geometry: bool  # False: the annotation marks nothing on the image (a negative)
 
 
 # ------------------------------------------------------------------------------------------------ brush RLE
@@ -246,19 +238,25 @@ def _same_aspect(ow: int, oh: int, width: int, height: int) -> bool:
     return False
 
 
-def parse_annotation(result: Any, config: LabelConfig, image_size: tuple[int, int]) -> ParsedAnnotation:
-    items = [item for item in (result if isinstance(result, list) else []) if isinstance(item, dict)]
-    geometry = [item for item in items if item.get("type") in GEOMETRY_TYPES]
-    regions, skipped = [], []
-    for index, item in enumerate(geometry):
+def geometry_items(result: Any) -> list[dict]:
+    """The items of an annotation's result that mark the image; none means the annotation is a negative."""
+    return [item for item in (result if isinstance(result, list) else [])
+            if isinstance(item, dict) and item.get("type") in GEOMETRY_TYPES]
+
+
+def parse_result(result: Any, config: LabelConfig, image_size: tuple[int, int]
+                 ) -> tuple[list[tuple[dict, Region]], list[str]]:
+    """An annotation's result → (item, Region) for each usable region, and why each other one was skipped."""
+    parsed, skipped = [], []
+    for index, item in enumerate(geometry_items(result)):
         if item.get("type") not in REGION_TYPES:
             skipped.append(f"region {index}: type {item.get('type')!r} is not a reference type")
             continue
         try:
-            regions.append(parse_region(item, config, image_size))
+            parsed.append((item, parse_region(item, config, image_size)))
         except RegionError as exc:
             skipped.append(f"region {index} ({item.get('from_name')}/{item.get('type')}): {exc}")
-    return ParsedAnnotation(regions, skipped, bool(geometry))
+    return parsed, skipped
 
 
 # ------------------------------------------------------------------------------------------------ engine → LS

@@ -28,13 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from labelstudio_backend.labelstudio.label_config import LabelConfig
+from labelstudio_backend.labelstudio.regions import Region, parse_result
 from ntt_engine import Engine, MemoryBank, PromptSet, ReferenceError
 from ntt_engine.calibration import ScoreObservation, leave_one_out, observations_from_diff
 from ntt_engine.corrections import CorrectionDiff, LabelledMask, diff_correction, merge_duplicates
 from ntt_engine.memory import MemoryEntry
-
-from labelstudio_backend.labelstudio.label_config import LabelConfig
-from labelstudio_backend.labelstudio.regions import GEOMETRY_TYPES, REGION_TYPES, Region, RegionError, parse_region
 
 log = logging.getLogger(__name__)
 
@@ -71,20 +70,10 @@ class Learned:
 
 def parse_regions(result: Any, config: LabelConfig, image_size: tuple[int, int]) -> tuple[list[IdRegion], list[str]]:
     """Result items → regions with their Label Studio ids; the skipped ones as reasons."""
-    regions, skipped = [], []
-    items = [i for i in (result if isinstance(result, list) else []) if isinstance(i, dict)]
-    for index, item in enumerate(i for i in items if i.get("type") in GEOMETRY_TYPES):
-        if item.get("type") not in REGION_TYPES:
-            skipped.append(f"region {index}: type {item.get('type')!r} is not a reference type")
-            continue
-        try:
-            region = parse_region(item, config, image_size)
-        except RegionError as exc:
-            skipped.append(f"region {index} ({item.get('from_name')}/{item.get('type')}): {exc}")
-            continue
-        score = item.get("score") if isinstance(item.get("score"), (int, float)) else None
-        rid = item.get("id") if isinstance(item.get("id"), str) else None
-        regions.append(IdRegion(region, rid, KIND[item["type"]], score))
+    parsed, skipped = parse_result(result, config, image_size)
+    regions = [IdRegion(region, item.get("id") if isinstance(item.get("id"), str) else None, KIND[item["type"]],
+                        item.get("score") if isinstance(item.get("score"), (int, float)) else None)
+               for item, region in parsed]
     return regions, skipped
 
 

@@ -6,10 +6,9 @@ from datetime import datetime
 
 import numpy as np
 
+from labelstudio_backend.store.projects import AnnotationRecord, ProjectSnapshot
 from ntt_engine import Engine
 from ntt_engine.memory import MemoryEntry
-
-from labelstudio_backend.store.projects import AnnotationRecord, ProjectSnapshot
 
 
 def same_entries(memory, ref: str, entries: list[MemoryEntry]) -> bool:

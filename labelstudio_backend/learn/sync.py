@@ -30,17 +30,16 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ntt_engine import Engine
-
-from labelstudio_backend.labelstudio.webhooks import ANNOTATION_ACTIONS, DELETE_ACTIONS, RESYNC_ACTIONS, SYNC, SyncJob
 from labelstudio_backend.fetch.images import ImageFetchError
 from labelstudio_backend.labelstudio.label_config import LabelConfig, LabelConfigError, parse_label_config
+from labelstudio_backend.labelstudio.regions import geometry_items
+from labelstudio_backend.labelstudio.webhooks import ANNOTATION_ACTIONS, DELETE_ACTIONS, RESYNC_ACTIONS, SYNC, SyncJob
 from labelstudio_backend.learn.corrections import IdRegion, Learned, learn, own_version_pattern, parse_regions
-from labelstudio_backend.store.projects import AnnotationRecord, ProjectSnapshot, ref_id
-from labelstudio_backend.labelstudio.regions import GEOMETRY_TYPES
+from labelstudio_backend.learn.noop_events import is_older, same_entries, same_negative
 from labelstudio_backend.learn.resync import FullResync
 from labelstudio_backend.runtime import Runtime
-from labelstudio_backend.learn.noop_events import is_older, same_entries, same_negative
+from labelstudio_backend.store.projects import AnnotationRecord, ProjectSnapshot, ref_id
+from ntt_engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +281,7 @@ class Synchronizer(FullResync):
             return None
         item.annotation, item.task = annotation, task
         item.regions, skipped = parse_regions(annotation.get("result"), config, item.image.shape[:2])
-        item.has_geometry = any(isinstance(r, dict) and r.get("type") in GEOMETRY_TYPES for r in annotation["result"])
+        item.has_geometry = bool(geometry_items(annotation["result"]))
         for reason in skipped:
             log.warning("annotation %d: skipped %s", annotation_id, reason)
         self.rt.metrics.add("regions_skipped", len(skipped))

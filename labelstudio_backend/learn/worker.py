@@ -10,10 +10,10 @@ import time
 from typing import Callable
 
 from labelstudio_backend.labelstudio.webhooks import RESYNC_ACTIONS, SYNC, SyncJob
-from labelstudio_backend.store.in_flight import ProjectActivity
-from labelstudio_backend.metrics import Metrics
-from labelstudio_backend.store.pending_markers import PendingMarkers
 from labelstudio_backend.learn.sync import Synchronizer
+from labelstudio_backend.metrics import Metrics
+from labelstudio_backend.store.in_flight import ProjectActivity
+from labelstudio_backend.store.pending_markers import PendingMarkers
 
 log = logging.getLogger(__name__)
 

@@ -14,16 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from ntt_engine import Engine, PromptSet
-
-from labelstudio_backend.predict.thresholds import project_thresholds
 from labelstudio_backend.fetch.images import ImageFetchError
 from labelstudio_backend.labelstudio.label_config import LabelConfig
-from labelstudio_backend.learn.corrections import instance_prefix
-from labelstudio_backend.store.projects import ProjectSnapshot
 from labelstudio_backend.labelstudio.regions import RegionError, instance_regions, percent, rectangle_to_box
-from labelstudio_backend.runtime import Runtime
+from labelstudio_backend.learn.corrections import instance_prefix
 from labelstudio_backend.predict.task_score import Thresholds, shown, task_certainty
+from labelstudio_backend.predict.thresholds import project_thresholds
+from labelstudio_backend.runtime import Runtime
+from labelstudio_backend.store.projects import ProjectSnapshot
+from ntt_engine import Engine, PromptSet
 
 log = logging.getLogger(__name__)
 

@@ -23,17 +23,16 @@ from typing import Any, Iterator
 
 from tqdm import tqdm
 
-from ntt_engine import MemoryBank
-
-from labelstudio_backend.predict.thresholds import project_thresholds
 from labelstudio_backend.fetch.images import ImageFetchError
 from labelstudio_backend.labelstudio.label_config import LabelConfig, parse_label_config
 from labelstudio_backend.learn.corrections import own_version_pattern
+from labelstudio_backend.learn.sync import Synchronizer
 from labelstudio_backend.predict.predictor import Predictor
-from labelstudio_backend.store.projects import ProjectSnapshot, ProjectState
+from labelstudio_backend.predict.thresholds import project_thresholds
 from labelstudio_backend.runtime import Runtime
 from labelstudio_backend.settings import Settings
-from labelstudio_backend.learn.sync import Synchronizer
+from labelstudio_backend.store.projects import ProjectSnapshot, ProjectState
+from ntt_engine import MemoryBank
 
 log = logging.getLogger(__name__)
 

@@ -27,17 +27,17 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+
 from filelock import FileLock, Timeout
 
-
-from labelstudio_backend.predict.thresholds import project_thresholds
 from labelstudio_backend.fetch.images import ImageFetchError
-from labelstudio_backend.labelstudio.label_config import LabelConfigError
-from labelstudio_backend.store.in_flight import PredictsInFlight
-from labelstudio_backend.learn.corrections import own_version_pattern
 from labelstudio_backend.labelstudio.client import LabelStudioAPIError
+from labelstudio_backend.labelstudio.label_config import LabelConfigError
+from labelstudio_backend.learn.corrections import own_version_pattern
 from labelstudio_backend.predict.predictor import Predictor
+from labelstudio_backend.predict.thresholds import project_thresholds
 from labelstudio_backend.runtime import EngineUnavailable, Runtime
+from labelstudio_backend.store.in_flight import PredictsInFlight
 
 log = logging.getLogger(__name__)
 

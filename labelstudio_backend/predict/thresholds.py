@@ -13,10 +13,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from ntt_engine.calibration import ScoreObservation, calibrate_thresholds
-
-from labelstudio_backend.store.projects import ProjectState
 from labelstudio_backend.predict.task_score import Thresholds
+from labelstudio_backend.store.projects import ProjectState
+from ntt_engine.calibration import ScoreObservation, calibrate_thresholds
 
 DEFAULT_THRESHOLD = 0.5
 

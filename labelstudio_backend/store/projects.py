@@ -101,18 +101,11 @@ def ref_id(annotation_id: int | str) -> str:
 
 
 class ProjectStore:
-    def __init__(self, model_dir: Path, memories: Callable[[], MemoryFactory], lock_timeout: float = 600.0,
-                 write_pause: float = 0.0):
-        """`memories` returns the engine lazily: loading a memory checks it against the engine's encoder.
-        `write_pause` (tests only, NTT_TEST_WRITE_PAUSE_S) pauses inside every memory write so that a crash test can
-        kill the process there: after the temporary file is written, and after it is renamed (before state.json)."""
+    def __init__(self, model_dir: Path, memories: Callable[[], MemoryFactory], lock_timeout: float = 600.0):
+        """`memories` returns the engine lazily: loading a memory checks it against the engine's encoder."""
         self.model_dir = Path(model_dir)
         self._memories = memories
         self._lock_timeout = lock_timeout
-        self._write_pause = write_pause
-        if write_pause:
-            log.warning("NTT_TEST_WRITE_PAUSE_S=%s: every memory write pauses twice (a crash-test hook; never set it "
-                        "in production)", write_pause)
         self._cache: dict[int, tuple[tuple | None, ProjectSnapshot]] = {}
         self._guard = threading.Lock()
         self._project_locks: dict[int, threading.RLock] = {}
@@ -204,23 +197,9 @@ class ProjectStore:
         directory = self.project_dir(project_id)
         memory_path = directory / "memory.ntt"
         if memory_changed or not memory_path.exists():
-            self._atomic_write(memory_path, snap.memory.to_bytes(), pause=self._write_pause)
-            self._pause(project_id, "memory-renamed")
+            atomic_write_bytes(memory_path, snap.memory.to_bytes())
         snap.state.updated_at = time.time()
-        self._atomic_write(directory / "state.json", snap.state.to_json().encode())
-
-    def _pause(self, project_id: int, phase: str) -> None:
-        if self._write_pause:
-            log.warning("test hook: project %d write paused %.2f s (phase=%s)", project_id, self._write_pause, phase)
-            time.sleep(self._write_pause)
-
-    def _atomic_write(self, path: Path, data: bytes, pause: float = 0.0) -> None:
-        """ntt_engine's atomic write, with the crash tests' pause between the temporary file and the rename."""
-        def paused() -> None:
-            log.warning("test hook: %s write paused %.2f s (phase=temp-written)", path, pause)
-            time.sleep(pause)
-
-        atomic_write_bytes(path, data, before_replace=paused if pause else None)
+        atomic_write_bytes(directory / "state.json", snap.state.to_json().encode())
 
     @contextmanager
     def _locked(self, project_id: int) -> Iterator[None]:
@@ -282,8 +261,8 @@ class ProjectStore:
             memory_path.replace(aside)
             log.error("project %d: %s; moved it to %s and starting an empty memory (a resync from Label Studio "
                       "rebuilds it when LABEL_STUDIO_API_KEY is set)", project_id, reason, aside.name)
-            self._atomic_write(memory_path, memory.to_bytes())
-            self._atomic_write(state_path, state.to_json().encode())
+            atomic_write_bytes(memory_path, memory.to_bytes())
+            atomic_write_bytes(state_path, state.to_json().encode())
             return ProjectSnapshot(state, memory)
         snap = ProjectSnapshot(state, memory)
         if leftovers or memory.revision != state.revision:
@@ -318,7 +297,7 @@ class ProjectStore:
                         state.revision + 1)
             memory.revision = state.revision + 1
             if write:
-                self._atomic_write(self.project_dir(project_id) / "memory.ntt", memory.to_bytes())
+                atomic_write_bytes(self.project_dir(project_id) / "memory.ntt", memory.to_bytes())
         rebuilt, stale = [], []
         for ref in sorted(memory.reference_ids()):
             key = ref.split(":", 1)[1] if ref.startswith("annotation:") else None
@@ -341,4 +320,4 @@ class ProjectStore:
                     ", ".join(leftovers) or "memory newer than state.json", memory.revision, len(rebuilt), len(stale))
         if write:
             state.updated_at = time.time()
-            self._atomic_write(self.project_dir(project_id) / "state.json", state.to_json().encode())
+            atomic_write_bytes(self.project_dir(project_id) / "state.json", state.to_json().encode())

@@ -19,8 +19,15 @@ from labelstudio_backend.labelstudio.webhooks import SYNC, SyncJob
 from labelstudio_backend.learn.resync import RESYNC_STALE_S
 from labelstudio_backend.store.in_flight import wait_for_events
 from labelstudio_backend.web.backend import Backend, current_backend
-from labelstudio_backend.web.requests import (PREDICT_ENGINE_WAIT_S, SETUP_ENGINE_WAIT_S, BadRequest, extra_params,
-                                              json_body, project_of, retry_later)
+from labelstudio_backend.web.requests import (
+    PREDICT_ENGINE_WAIT_S,
+    SETUP_ENGINE_WAIT_S,
+    BadRequest,
+    extra_params,
+    json_body,
+    project_of,
+    retry_later,
+)
 
 log = logging.getLogger(__name__)
 

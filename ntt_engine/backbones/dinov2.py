@@ -18,6 +18,7 @@ import torch
 from timm.models.vision_transformer import checkpoint_filter_fn
 
 from .precision import autocast_for
+from .weights import random_init, require_checkpoint
 from .. import inputs
 from ..checkpoints import CheckpointError, describe_mismatch, weights_id
 from ..inputs import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported: tests and callers import them here)
@@ -26,8 +27,6 @@ from ..types import PatchFeatures
 logger = logging.getLogger(__name__)
 
 PATCH_SIZE = 14
-RANDOM_SEED = 0
-RANDOM_WARNING = "RANDOM WEIGHTS: predictions are meaningless, smoke tests only"
 
 # registry name → timm architecture
 TIMM_ARCHS: dict[str, str] = {
@@ -69,8 +68,7 @@ class DinoV2Encoder:
             raise ValueError(f"unknown DINOv2 model {model_name!r}; choose one of {', '.join(TIMM_ARCHS)}")
         if input_size % PATCH_SIZE:
             raise ValueError(f"DINOv2 input size must be a multiple of {PATCH_SIZE}, got {input_size}")
-        if checkpoint is None and not random_weights:
-            raise ValueError(f"{model_name}: a checkpoint is required unless random_weights=True")
+        require_checkpoint(model_name, checkpoint, random_weights)
         self.model_name = model_name
         self.input_size = input_size
         self.input_recipe = inputs.check_recipe(input_recipe)
@@ -80,11 +78,8 @@ class DinoV2Encoder:
         arch = TIMM_ARCHS[model_name]
 
         if random_weights:
-            logger.warning("%s: %s", model_name, RANDOM_WARNING)
-            with torch.random.fork_rng(devices=[]):  # deterministic without disturbing the caller's RNG
-                torch.manual_seed(RANDOM_SEED)
-                self.model = timm.create_model(arch, pretrained=False, img_size=input_size, num_classes=0)
-            weights = f"random-seed{RANDOM_SEED}"
+            self.model, weights = random_init(model_name, lambda: timm.create_model(
+                arch, pretrained=False, img_size=input_size, num_classes=0))
         else:
             path = Path(checkpoint)  # type: ignore[arg-type]
             self.model = timm.create_model(arch, pretrained=False, img_size=input_size, num_classes=0)

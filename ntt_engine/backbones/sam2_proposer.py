@@ -18,14 +18,13 @@ from sam2.build_sam import build_sam2
 from sam2.utils.transforms import SAM2Transforms
 
 from .precision import autocast_for
+from .weights import random_init, require_checkpoint
 from .. import inputs
 from ..checkpoints import CheckpointError, describe_mismatch, weights_id
 from ..types import PromptSet, Proposals
 
 logger = logging.getLogger(__name__)
 
-RANDOM_SEED = 0
-RANDOM_WARNING = "RANDOM WEIGHTS: predictions are meaningless, smoke tests only"
 _SIZE_CODE = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
 # registry name → sam2 hydra config (shipped inside the sam2 package)
 SAM2_CONFIGS: dict[str, str] = {
@@ -74,8 +73,7 @@ class Sam2ProposalGenerator:
             raise ValueError(f"unknown SAM2 model {model_name!r}; choose one of {', '.join(SAM2_CONFIGS)}")
         if points_batch_size < 1:
             raise ValueError(f"points_batch_size must be >= 1, got {points_batch_size}")
-        if checkpoint is None and not random_weights:
-            raise ValueError(f"{model_name}: a checkpoint is required unless random_weights=True")
+        require_checkpoint(model_name, checkpoint, random_weights)
         self.model_name = model_name
         self.device = torch.device(device)
         self.precision = precision
@@ -86,11 +84,7 @@ class Sam2ProposalGenerator:
         config = SAM2_CONFIGS[model_name]
 
         if random_weights:
-            logger.warning("%s: %s", model_name, RANDOM_WARNING)
-            with torch.random.fork_rng(devices=[]):  # deterministic without disturbing the caller's RNG
-                torch.manual_seed(RANDOM_SEED)
-                self.model = build_sam2(config, None, device=str(self.device))
-            weights = f"random-seed{RANDOM_SEED}"
+            self.model, weights = random_init(model_name, lambda: build_sam2(config, None, device=str(self.device)))
         else:
             path = Path(checkpoint)  # type: ignore[arg-type]
             self.model = self._build(config, path)

@@ -1,14 +1,22 @@
 import numpy as np
 import pytest
+from backend_helpers import LABEL_CONFIG, region_for
 from label_studio_sdk.converter import brush
 from label_studio_sdk.label_interface import LabelInterface
 
 from labelstudio_backend.labelstudio.label_config import parse_label_config
-from labelstudio_backend.labelstudio.regions import (RegionError, box_to_rectangle, decode_brush, encode_brush, instance_regions,
-                                         mask_to_polygons_percent, parse_annotation, polygon_to_mask,
-                                         rectangle_to_box)
-
-from backend_helpers import LABEL_CONFIG, region_for
+from labelstudio_backend.labelstudio.regions import (
+    RegionError,
+    box_to_rectangle,
+    decode_brush,
+    encode_brush,
+    geometry_items,
+    instance_regions,
+    mask_to_polygons_percent,
+    parse_result,
+    polygon_to_mask,
+    rectangle_to_box,
+)
 
 CONFIG = parse_label_config(LABEL_CONFIG)
 
@@ -120,7 +128,7 @@ def test_bad_rectangles_are_refused(value):
 
 
 # ------------------------------------------------------------------------------------------------ annotations
-def test_parse_annotation_keeps_good_regions_and_skips_bad_ones():
+def test_parse_result_keeps_good_regions_and_skips_bad_ones():
     mask = blob(2)
     good = region_for("brush", "red_stripes", mask) + region_for("poly", "green_checker", mask) + \
         region_for("rect", "red_stripes", mask)
@@ -128,28 +136,30 @@ def test_parse_annotation_keeps_good_regions_and_skips_bad_ones():
     wrong = region_for("brush", "red_stripes", mask)
     wrong[0]["original_width"] = 63  # RLE length no longer matches
     choice = {"from_name": "c", "to_name": "image", "type": "choices", "value": {"choices": ["x"]}}
-    parsed = parse_annotation(good + unknown + wrong + [choice], CONFIG, (48, 64))
-    assert [r.label for r in parsed.regions] == ["red_stripes", "green_checker", "red_stripes"]
-    assert (parsed.regions[0].mask == mask).all() and (parsed.regions[1].mask == mask).all()
-    assert parsed.regions[2].box is not None and parsed.regions[2].mask is None
-    assert len(parsed.skipped) == 2
-    assert "unicorn" in parsed.skipped[0] and "encodes" in parsed.skipped[1]
-    assert parsed.has_geometry
+    parsed, skipped = parse_result(good + unknown + wrong + [choice], CONFIG, (48, 64))
+    regions = [region for _, region in parsed]
+    assert [r.label for r in regions] == ["red_stripes", "green_checker", "red_stripes"]
+    assert [item["type"] for item, _ in parsed] == ["brushlabels", "polygonlabels", "rectanglelabels"]
+    assert (regions[0].mask == mask).all() and (regions[1].mask == mask).all()
+    assert regions[2].box is not None and regions[2].mask is None
+    assert len(skipped) == 2
+    assert "unicorn" in skipped[0] and "encodes" in skipped[1]
+    assert len(geometry_items(good + unknown + wrong + [choice])) == 5
 
 
 def test_empty_or_classification_only_annotation_has_no_geometry():
-    assert not parse_annotation([], CONFIG, (48, 64)).has_geometry
     choice = {"from_name": "c", "to_name": "image", "type": "choices", "value": {"choices": ["x"]}}
-    assert not parse_annotation([choice], CONFIG, (48, 64)).has_geometry
-    assert not parse_annotation(None, CONFIG, (48, 64)).has_geometry
+    for result in ([], [choice], None, {"type": "brushlabels"}):
+        assert geometry_items(result) == []
+        assert parse_result(result, CONFIG, (48, 64)) == ([], [])
 
 
 def test_brush_of_other_size_is_mapped_onto_the_loaded_image():
     mask = np.zeros((24, 32), bool)
     mask[4:12, 8:20] = True
-    parsed = parse_annotation(region_for("brush", "red_stripes", mask), CONFIG, (48, 64))
-    assert parsed.regions[0].mask.shape == (48, 64)
-    assert parsed.regions[0].mask.sum() == mask.sum() * 4
+    [(_, region)], _ = parse_result(region_for("brush", "red_stripes", mask), CONFIG, (48, 64))
+    assert region.mask.shape == (48, 64)
+    assert region.mask.sum() == mask.sum() * 4
 
 
 def test_predicted_regions_validate_against_label_studio():

@@ -186,8 +186,13 @@ def test_an_unreadable_memory_is_a_503_and_is_not_set_aside(app, client, dataset
     assert MemoryBank.from_bytes(original).reference_ids() == store.snapshot(PROJECT).memory.reference_ids()
 
 
-def test_the_write_pause_hook_pauses_in_both_phases(make_app, dataset, caplog):
-    app = make_app(test_write_pause=0.01)
+def test_the_crash_tests_write_pause_pauses_in_both_phases(make_app, dataset, caplog, monkeypatch):
+    from labelstudio_backend.store import projects
+    from support.paused_backend import install
+
+    monkeypatch.setattr(projects, "atomic_write_bytes", projects.atomic_write_bytes)  # undone after the test
+    install(0.01)
+    app = make_app()
     client = app.test_client()
     image_id = dataset.positive_ids()[0]
     with caplog.at_level("WARNING"):

@@ -25,7 +25,7 @@ __all__ = ["LABEL_CONFIG", "PROJECT", "start_backend", "kill9", "call", "metrics
 
 # ------------------------------------------------------------------------------------------------ processes
 def start_backend(tmp: Path, name: str, model_dir: Path, env: dict[str, str | None] | None = None,
-                  workers: int | None = None, timeout: float = 120.0) -> BackendServer:
+                  workers: int | None = None, timeout: float = 120.0, module: str | None = None) -> BackendServer:
     """The backend as a separate process on 127.0.0.1 (dev server, or gunicorn with `workers` workers);
     NTT_PRESET=synthetic unless `env` says otherwise. Its log is tmp/<name>.log (appended across restarts)."""
     overrides: dict[str, str | None] = {
@@ -33,7 +33,7 @@ def start_backend(tmp: Path, name: str, model_dir: Path, env: dict[str, str | No
         "HOME": str(tmp / "home"), "OMP_NUM_THREADS": "1", "LABEL_STUDIO_URL": None, "LABEL_STUDIO_API_KEY": None,
         **(env or {})}
     server = BackendServer(model_dir=model_dir, env_overrides=overrides, log_path=tmp / f"{name}.log",
-                           gunicorn_workers=workers)
+                           gunicorn_workers=workers, **({"module": module} if module else {}))
     return server.start(timeout=timeout)
 
 

@@ -2,9 +2,9 @@
 127.0.0.1) in the middle of a memory write, restart it on the same MODEL_DIR: the memory loads and is the last
 complete state, and a resync from Label Studio (START_TRAINING) restores what the kill lost: no reference is lost.
 
-Where the kill lands: NTT_TEST_WRITE_PAUSE_S makes every memory write pause after its temporary file is written
-(phase=temp-written) and after the rename, before state.json (phase=memory-renamed); the test kills on the log line
-of the phase. One kill in three lands at a random moment of the event's life instead (queued, pooling, writing...)."""
+Where the kill lands: the backend runs wrapped by tests/support/paused_backend.py, which makes every memory write pause
+after its temporary file is written (phase=temp-written) and after the rename, before state.json
+(phase=memory-renamed); the test kills on the log line of the phase. One kill in three lands at a random moment of the event's life instead (queued, pooling, writing...)."""
 from __future__ import annotations
 
 import json
@@ -15,6 +15,7 @@ import pytest
 
 from backend_helpers import LABEL_CONFIG, PROJECT
 from local_servers import TOKEN, FakeLabelStudio
+from support.paused_backend import MODULE as PAUSED_BACKEND
 from rel_helpers import (LogTail, api_webhook, call, kill9, load_memory, setup_body, single_region, start_backend,
                          wait_idle, wait_until)
 
@@ -34,7 +35,7 @@ def test_kill_9_mid_write_loses_nothing(tmp_path, rel_dataset, figure):
     model_dir = tmp_path / "models"
     env = {"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": TOKEN, "LOCAL_FILES_DOCUMENT_ROOT": str(ds.root),
            "NTT_TEST_WRITE_PAUSE_S": str(PAUSE_S)}
-    backend = start_backend(tmp_path, "crash", model_dir, env)
+    backend = start_backend(tmp_path, "crash", model_dir, env, module=PAUSED_BACKEND)
     rng = random.Random(3)
     found = {"previous": 0, "new": 0}
     restored = 0
@@ -78,7 +79,7 @@ def test_kill_9_mid_write_loses_nothing(tmp_path, rel_dataset, figure):
 
             # restart; Label Studio calls /setup before its next predictions: that alone must resync a project
             # whose write was interrupted or whose queued events died with the process; then "Start training"
-            backend = start_backend(tmp_path, "crash", model_dir, env)
+            backend = start_backend(tmp_path, "crash", model_dir, env, module=PAUSED_BACKEND)
             assert call(backend, "POST", "/setup", json=setup_body()).status_code == 200
             wait_idle(backend)
             wanted = {f"annotation:{a}" for a in ls.annotations}
