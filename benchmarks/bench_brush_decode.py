@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "reliability"))
+sys.path.insert(0, str(ROOT / "tests"))  # support.hostile_inputs
 
 SIZES = {"blob": (2000, 2000), "noise": (600, 800), "hostile": (2000, 2000)}  # (height, width)
 
@@ -30,7 +30,7 @@ def measure(decoder: str, kind: str) -> dict:
 
     from labelstudio_backend.labelstudio.brush_rle import BrushRleError, decode_brush_values
     from labelstudio_backend.labelstudio.regions import encode_brush
-    from round2_helpers import rle_many_blocks
+    from support.hostile_inputs import rle_many_blocks
 
     height, width = SIZES[kind]
     if kind == "hostile":

@@ -12,7 +12,7 @@ from labelstudio_backend.settings import Settings
 from ntt_engine import Engine, EngineConfig
 from ntt_engine.synthetic import generate_dataset
 
-from backend_helpers import HEIGHT, WIDTH, Dataset
+from support.backend_helpers import HEIGHT, WIDTH, Dataset
 
 
 @pytest.fixture(scope="session")

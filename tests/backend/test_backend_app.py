@@ -6,7 +6,7 @@ import pytest
 
 from ntt_engine import MemoryBank
 
-from backend_helpers import (LABEL_CONFIG, PROJECT, annotation_result, created_webhook, learn, predict, region_for,
+from support.backend_helpers import (LABEL_CONFIG, PROJECT, annotation_result, created_webhook, learn, predict, region_for,
                              sample, send, setup, snap, task_for)
 
 

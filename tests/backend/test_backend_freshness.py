@@ -11,8 +11,8 @@ from labelstudio_backend.store.in_flight import ProjectActivity
 from labelstudio_backend.predict.task_score import Thresholds, shown, task_certainty
 from ntt_engine import Instance
 
-from backend_helpers import annotation_result, created_webhook, learn, send, setup, snap
-from fake_ls import FakeLabelStudio
+from support.backend_helpers import annotation_result, created_webhook, learn, send, setup, snap
+from support.fake_ls import FakeLabelStudio
 
 PROJECT = 4
 

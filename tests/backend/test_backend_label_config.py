@@ -2,7 +2,7 @@ import pytest
 
 from labelstudio_backend.labelstudio.label_config import LabelConfigError, parse_label_config
 
-from backend_helpers import LABEL_CONFIG
+from support.backend_helpers import LABEL_CONFIG
 
 
 def config(body: str, image: str = '<Image name="img" value="$url"/>') -> str:

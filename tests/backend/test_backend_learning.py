@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 
-from backend_helpers import (annotation_result, created_webhook, learn, predict, region_for, send,
+from support.backend_helpers import (annotation_result, created_webhook, learn, predict, region_for, send,
                              setup, snap, task_for)
 
 from labelstudio_backend.predict.thresholds import project_thresholds

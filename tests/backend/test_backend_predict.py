@@ -3,7 +3,7 @@ unreadable images, interactive (smart tool) prompts."""
 import numpy as np
 import pytest
 
-from backend_helpers import (LABEL_CONFIG, best_ious, decode, inside_point, iou, learn, predict, sample, setup,
+from support.backend_helpers import (LABEL_CONFIG, best_ious, decode, inside_point, iou, learn, predict, sample, setup,
                              task_for)
 
 

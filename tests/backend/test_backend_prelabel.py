@@ -6,8 +6,8 @@ from labelstudio_backend.predict.prelabel import prelabel
 from labelstudio_backend.runtime import Runtime
 from labelstudio_backend.settings import Settings
 
-from backend_helpers import annotation_result
-from fake_ls import FakeLabelStudio
+from support.backend_helpers import annotation_result
+from support.fake_ls import FakeLabelStudio
 
 
 @pytest.fixture

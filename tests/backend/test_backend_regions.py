@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from backend_helpers import LABEL_CONFIG, region_for
+from support.backend_helpers import LABEL_CONFIG, region_for
 from label_studio_sdk.converter import brush
 from label_studio_sdk.label_interface import LabelInterface
 

@@ -3,8 +3,8 @@ import pytest
 
 from labelstudio_backend.labelstudio.client import LabelStudioAPIError
 
-from backend_helpers import LABEL_CONFIG, annotation_result, created_webhook, sample
-from fake_ls import FakeLabelStudio
+from support.backend_helpers import LABEL_CONFIG, annotation_result, created_webhook, sample
+from support.fake_ls import FakeLabelStudio
 
 PROJECT = 4
 

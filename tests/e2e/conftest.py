@@ -15,19 +15,13 @@ from typing import Callable
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from local_stack import BackendServer, LabelStudioAPI, LabelStudioServer  # noqa: E402
+from local_stack import BackendServer, LabelStudioAPI, LabelStudioServer
 
 # The synthetic data set every e2e test shares: small images keep the whole module within a few minutes.
 N_IMAGES = 24
 N_CLASSES = 3
 SEED = 11
 SIZE = (256, 192)  # width, height
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "e2e: runs a real Label Studio server and this backend as processes")
 
 
 @dataclass

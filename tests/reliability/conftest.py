@@ -13,17 +13,9 @@ from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "backend"))  # backend_helpers.py: LS-shaped annotations and webhooks
-
-from backend_helpers import HEIGHT, WIDTH, Dataset  # noqa: E402
+from support.backend_helpers import HEIGHT, WIDTH, Dataset
 
 FIGURES: list[tuple[str, str]] = []
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "reliability: measures a reliability figure of issue 7 on a backend process")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

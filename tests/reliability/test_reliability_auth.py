@@ -8,9 +8,9 @@ import copy
 
 import pytest
 
-from backend_helpers import LABEL_CONFIG, PROJECT, annotation_result, created_webhook
-from local_servers import TOKEN, FakeLabelStudio
-from rel_helpers import (api_webhook, call, gauge, load_memory, memory_bytes, setup_body, single_region,
+from support.backend_helpers import LABEL_CONFIG, PROJECT, annotation_result, created_webhook
+from support.local_servers import TOKEN, FakeLabelStudio
+from support.reliability import (api_webhook, call, gauge, load_memory, memory_bytes, setup_body, single_region,
                          start_backend, wait_idle)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]

@@ -15,9 +15,9 @@ from typing import Callable
 
 import pytest
 
-from backend_helpers import LABEL_CONFIG, PROJECT, annotation_result, created_webhook, region_for, task_for
-from local_servers import FakeLabelStudio, slow
-from rel_helpers import (LogTail, call, gauge, load_memory, memory_bytes, png_bomb, rss_bytes,
+from support.backend_helpers import LABEL_CONFIG, PROJECT, annotation_result, created_webhook, region_for, task_for
+from support.local_servers import FakeLabelStudio, slow
+from support.reliability import (LogTail, call, gauge, load_memory, memory_bytes, png_bomb, rss_bytes,
                          setup_body, single_region, start_backend, wait_idle)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]

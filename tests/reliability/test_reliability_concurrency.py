@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from backend_helpers import LABEL_CONFIG, PROJECT, created_webhook, task_for
-from rel_helpers import (call, gauge, load_memory, metrics, setup_body, single_region, start_backend, strip_ids,
+from support.backend_helpers import LABEL_CONFIG, PROJECT, created_webhook, task_for
+from support.reliability import (call, gauge, load_memory, metrics, setup_body, single_region, start_backend, strip_ids,
                          wait_until)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]

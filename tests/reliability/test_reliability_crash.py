@@ -13,10 +13,10 @@ import time
 
 import pytest
 
-from backend_helpers import LABEL_CONFIG, PROJECT
-from local_servers import TOKEN, FakeLabelStudio
+from support.backend_helpers import LABEL_CONFIG, PROJECT
+from support.local_servers import TOKEN, FakeLabelStudio
 from support.paused_backend import MODULE as PAUSED_BACKEND
-from rel_helpers import (LogTail, api_webhook, call, kill9, load_memory, setup_body, single_region, start_backend,
+from support.reliability import (LogTail, api_webhook, call, kill9, load_memory, setup_body, single_region, start_backend,
                          wait_idle, wait_until)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(400)]

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from backend_helpers import LABEL_CONFIG, PROJECT, annotation_result, created_webhook
-from local_servers import (FakeLabelStudio, LocalServer, endless, huge_length, image, redirect, slow,
+from support.backend_helpers import LABEL_CONFIG, PROJECT, annotation_result, created_webhook
+from support.local_servers import (FakeLabelStudio, LocalServer, endless, huge_length, image, redirect, slow,
                            trickle_body, trickle_headers)
-from rel_helpers import LogTail, call, gauge, metrics, setup_body, start_backend, wait_idle
+from support.reliability import LogTail, call, gauge, metrics, setup_body, start_backend, wait_idle
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 

@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from backend_helpers import LABEL_CONFIG, PROJECT, created_webhook, task_for
-from rel_helpers import (RssSampler, call, child_pids, gauge, rss_bytes, setup_body, single_region, start_backend,
+from support.backend_helpers import LABEL_CONFIG, PROJECT, created_webhook, task_for
+from support.reliability import (RssSampler, call, child_pids, gauge, rss_bytes, setup_body, single_region, start_backend,
                          wait_until)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(400)]

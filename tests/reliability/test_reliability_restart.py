@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backend_helpers import LABEL_CONFIG, PROJECT, annotation_result, created_webhook, task_for
-from rel_helpers import call, gauge, kill9, setup_body, start_backend, strip_ids, wait_idle
+from support.backend_helpers import LABEL_CONFIG, PROJECT, annotation_result, created_webhook, task_for
+from support.reliability import call, gauge, kill9, setup_body, start_backend, strip_ids, wait_idle
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 

@@ -1,5 +1,5 @@
 """Test data helpers: the label config, the synthetic dataset wrapper, Label-Studio-shaped annotations, tasks and
-webhook payloads built from the real Label Studio 1.23.2 samples in samples/."""
+webhook payloads built from the real Label Studio 1.23.2 samples in tests/backend/samples/."""
 from __future__ import annotations
 
 import copy
@@ -13,7 +13,7 @@ from labelstudio_backend.labelstudio.regions import (decode_brush, encode_brush,
                                          rectangle_to_box)
 from ntt_engine.export import rle_to_mask
 
-SAMPLES = Path(__file__).parent / "samples"
+SAMPLES = Path(__file__).parents[1] / "backend" / "samples"
 PROJECT = 4  # the project id in the recorded samples
 WIDTH, HEIGHT = 160, 120
 

@@ -6,7 +6,7 @@ import itertools
 
 from labelstudio_backend.labelstudio.client import LabelStudioAPI
 
-from backend_helpers import LABEL_CONFIG, Dataset
+from support.backend_helpers import LABEL_CONFIG, Dataset
 
 
 class FakeLabelStudio(LabelStudioAPI):

@@ -1,8 +1,8 @@
 """Figure 8 (issue 12, reliability round 2): one bad task or region never costs good data, and every bound holds.
 Each case is an attack that lost good data, answered 500 or passed a bound before; all go through the real routes of
 one backend process (development server, payload mode: the webhook body is all the backend gets), and the process
-must stay alive throughout. The API-mode cases are in test_reliability_round2_api.py; the disk-full and
-DNS-rebinding cases, which need a fault injected in the process, in test_reliability_round2_faults.py."""
+must stay alive throughout. The API-mode cases are in test_reliability_api_mode_resync.py; the disk-full and
+DNS-rebinding cases, which need a fault injected in the process, in test_reliability_disk_full_and_dns.py."""
 from __future__ import annotations
 
 import copy
@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend_helpers import LABEL_CONFIG, PROJECT, annotation_result, created_webhook, task_for
+from support.backend_helpers import LABEL_CONFIG, PROJECT, annotation_result, created_webhook, task_for
 from labelstudio_backend.labelstudio.regions import encode_brush
-from local_servers import FakeLabelStudio, slow
-from rel_helpers import (LogTail, RssSampler, call, gauge, load_memory, memory_bytes, memory_file, metrics,
+from support.local_servers import FakeLabelStudio, slow
+from support.reliability import (LogTail, RssSampler, call, gauge, load_memory, memory_bytes, memory_file, metrics,
                          rss_bytes, setup_body, single_region, start_backend, wait_idle)
-from round2_helpers import (PROM_LINE, Case, bulk_created, env_path, eps_file, fake_ghostscript, flat_png,
+from support.hostile_inputs import (PROM_LINE, Case, bulk_created, env_path, eps_file, fake_ghostscript, flat_png,
                             rle_many_blocks, rle_wide_words, run_cases)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
@@ -31,7 +31,7 @@ EVIL_CONFIG = ('<View><Image name="image" value="$image"/><BrushLabels name="bru
                '<Label value="evil&#10;ntt_forged_metric 1"/></BrushLabels></View>')
 
 
-def test_round2_bad_tasks_and_regions_cost_no_good_data(tmp_path, rel_dataset, figure):
+def test_bad_tasks_and_regions_cost_no_good_data(tmp_path, rel_dataset, figure):
     ds = rel_dataset
     bad = ds.root / "bad2"
     bad.mkdir(exist_ok=True)

@@ -1,4 +1,5 @@
-"""Unit checks of the reliability round 2 helpers (issue 12); the attacks themselves run in tests/reliability."""
+"""Parsers of untrusted input, unit by unit: URLs, IPv6 address forms, JSON nesting, brush RLE, Prometheus label values
+and project ids (the attacks through the real routes run in tests/reliability)."""
 from __future__ import annotations
 
 import numpy as np

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 import requests
 
-from backend_helpers import LABEL_CONFIG, PROJECT, Dataset, region_for
+from support.backend_helpers import LABEL_CONFIG, PROJECT, Dataset, region_for
 from local_stack import BackendServer, wait_until
 from ntt_engine import MemoryBank
 

@@ -23,9 +23,9 @@ from labelstudio_backend.runtime import limit_malloc_arenas
 from labelstudio_backend.settings import Settings
 from ntt_engine import MemoryBank
 
-from backend_helpers import (LABEL_CONFIG, PROJECT, annotation_result, created_webhook, sample, send, setup, snap,
+from support.backend_helpers import (LABEL_CONFIG, PROJECT, annotation_result, created_webhook, sample, send, setup, snap,
                              task_for)
-from fake_ls import FakeLabelStudio
+from support.fake_ls import FakeLabelStudio
 
 
 # ------------------------------------------------------------------------------------------------ events

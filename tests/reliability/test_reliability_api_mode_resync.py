@@ -1,15 +1,15 @@
 """Figure 8, API mode (issue 12): with LABEL_STUDIO_API_KEY and basic auth, webhooks are unauthenticated
 notifications. One bad task must not poison a resync, a forged event must not create project directories, and one
 event naming thousands of ids must not become thousands of Label Studio reads. A real backend process against the
-fake Label Studio API (tests/reliability/local_servers.py), which counts the reads."""
+fake Label Studio API (tests/support/local_servers.py), which counts the reads."""
 from __future__ import annotations
 
 import pytest
 
-from backend_helpers import LABEL_CONFIG, PROJECT
-from local_servers import TOKEN, FakeLabelStudio
-from rel_helpers import LogTail, call, gauge, load_memory, metrics, setup_body, single_region, start_backend, wait_idle
-from round2_helpers import Case, run_cases
+from support.backend_helpers import LABEL_CONFIG, PROJECT
+from support.local_servers import TOKEN, FakeLabelStudio
+from support.reliability import LogTail, call, gauge, load_memory, metrics, setup_body, single_region, start_backend, wait_idle
+from support.hostile_inputs import Case, run_cases
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
 
@@ -18,7 +18,7 @@ BAD_URLS = ("http://[::1", "http://x:abc/x.png")  # malformed: urlsplit or .port
 ANNOTATIONS = 40
 
 
-def test_round2_api_mode_resyncs_around_bad_tasks_and_bounds_reads(tmp_path, rel_dataset, figure):
+def test_api_mode_resyncs_around_bad_tasks_and_bounds_reads(tmp_path, rel_dataset, figure):
     ds = rel_dataset
     ls = FakeLabelStudio().start()
     ls.add_project(PROJECT, LABEL_CONFIG)

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 import labelstudio_backend.store.projects as projects_module
-from backend_helpers import LABEL_CONFIG, PROJECT, annotation_result, created_webhook, sample, task_for
+from support.backend_helpers import LABEL_CONFIG, PROJECT, annotation_result, created_webhook, sample, task_for
 from labelstudio_backend.web.app import create_app
 from labelstudio_backend.runtime import Runtime
 from labelstudio_backend.settings import Settings
@@ -26,7 +26,7 @@ def engine() -> Engine:
     return Engine(EngineConfig.preset("synthetic"))
 
 
-def test_round2_disk_full_reads_keep_working_and_writes_fail_cleanly(tmp_path, rel_dataset, engine, monkeypatch,
+def test_disk_full_reads_keep_working_and_writes_fail_cleanly(tmp_path, rel_dataset, engine, monkeypatch,
                                                                      figure):
     ds = rel_dataset
     settings = Settings(model_dir=tmp_path / "models", local_files_root=ds.root, preset="synthetic", preload=False)
@@ -104,7 +104,7 @@ def _server(address: str, port: int, body: bytes, hits: list[str]) -> _Server:
     return server
 
 
-def test_round2_dns_rebinding_connects_to_the_checked_address(tmp_path, rel_dataset, engine, monkeypatch, figure):
+def test_dns_rebinding_connects_to_the_checked_address(tmp_path, rel_dataset, engine, monkeypatch, figure):
     png = (rel_dataset.root / "images" / "000001.png").read_bytes()
     checked_hits: list[str] = []
     other_hits: list[str] = []
