@@ -59,7 +59,10 @@ def address_refusal(address: str, allow_private: bool = False) -> str | None:
     except ValueError:
         return f"{address!r} is not an IP address"
     if isinstance(ip, ipaddress.IPv6Address):
-        ip = _embedded_ipv4(ip) or ip
+        embedded = _embedded_ipv4(ip)
+        reasons = [address_refusal(str(v4), allow_private) for v4 in embedded]
+        if embedded:
+            return next((f"{ip} reaches {reason}" for reason in reasons if reason), None)
     if ip.is_link_local:
         return f"{ip} is link-local (cloud metadata endpoints live there)"
     if ip.is_unspecified or ip.is_multicast:
@@ -71,19 +74,26 @@ def address_refusal(address: str, allow_private: bool = False) -> str | None:
     return f"{ip} is a private, loopback or reserved address (set NTT_ALLOW_PRIVATE_NETWORKS=true to allow)"
 
 
-NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")
+NAT64_PREFIX = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052's well-known prefix
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215, local-use: any RFC 6052 length up to /96
+TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # RFC 6145's IPv4-translated addresses
 
 
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 form reaches: mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d), NAT64
-    (64:ff9b::a.b.c.d) and 6to4 (2002:aabb:ccdd::) all carry one, and must be judged by it."""
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 form may reach: mapped (::ffff:a.b.c.d), translated (::ffff:0:a.b.c.d),
+    IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::a.b.c.d; in the local-use 64:ff9b:1::/48 wherever RFC 6052 puts it
+    for a /48 or a /96 prefix) and 6to4 (2002:aabb:ccdd::). Each must be judged, not the IPv6 form."""
+    value = int(ip)
     if ip.ipv4_mapped:
-        return ip.ipv4_mapped
+        return [ip.ipv4_mapped]
     if ip.sixtofour:
-        return ip.sixtofour
-    if ip in NAT64_PREFIX or (int(ip) >> 32 == 0 and int(ip) > 1):  # ::a.b.c.d, but not :: or ::1
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
+        return [ip.sixtofour]
+    if ip in NAT64_PREFIX or ip in TRANSLATED or (value >> 32 == 0 and value > 1):  # not :: or ::1
+        return [ipaddress.IPv4Address(value & 0xFFFFFFFF)]
+    if ip in LOCAL_NAT64:  # /96: the last 32 bits; /48: bits 48-63 then 72-87 (bits 64-71 are the "u" octet)
+        split = ((value >> 64) & 0xFFFF) << 16 | (value >> 40) & 0xFFFF
+        return [ipaddress.IPv4Address(value & 0xFFFFFFFF), ipaddress.IPv4Address(split)]
+    return []
 
 
 def check_addresses(addresses: Iterable[str], allow_private: bool = False) -> None:

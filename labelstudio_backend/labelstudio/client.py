@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 
+from labelstudio_backend.labelstudio import strict_json
+
 log = logging.getLogger(__name__)
 
 _REFRESH_MARGIN_S = 30.0
@@ -109,7 +111,7 @@ class LabelStudioAPI:
         if not 200 <= response.status_code < 300:
             raise LabelStudioAPIError(f"{method} {path}: HTTP {response.status_code} {response.text[:300]}",
                                       response.status_code)
-        return response.json() if response.content else None
+        return _parsed(response, f"{method} {path}") if response.content else None
 
     # ----- calls -----
     def get_annotation(self, annotation_id: int) -> dict | None:
@@ -170,7 +172,7 @@ class LabelStudioAPI:
             if response.status_code != 200:
                 raise LabelStudioAPIError(f"listing tasks of project {project_id}: HTTP {response.status_code} "
                                           f"{response.text[:300]}", response.status_code)
-            body = response.json()
+            body = _parsed(response, f"listing tasks of project {project_id}")
             tasks = body.get("tasks", []) if isinstance(body, dict) else body
             yield from tasks
             seen += len(tasks)
@@ -215,3 +217,13 @@ class LabelStudioAPI:
 
 def _default_port(scheme: str) -> int:
     return 443 if scheme == "https" else 80
+
+
+def _parsed(response: requests.Response, what: str) -> Any:
+    """A Label Studio answer's JSON, read as strictly as a webhook body (non-finite numbers become null); an answer
+    that is not JSON (an HTML error page from a proxy) is a LabelStudioAPIError like any failed call."""
+    try:
+        return strict_json.loads(response.content)
+    except strict_json.JsonError as exc:
+        raise LabelStudioAPIError(f"{what}: Label Studio's answer is not JSON ({exc}): "
+                                  f"{response.text[:200]!r}", response.status_code) from None

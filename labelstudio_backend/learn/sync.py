@@ -335,8 +335,9 @@ class Synchronizer(FullResync):
             labels = sorted({entry.label for entry in entries if not entry.negative})
             record.kind, record.labels, record.regions = "reference", labels, item.learned.references
             record.negatives, record.source = item.learned.negatives, item.learned.source
+            # a score outside [0, 1] (another model's, or a hand-edited payload) says nothing about ours: never stored
             record.observations = [[o.label, round(float(o.score), 5), bool(o.correct)]
-                                   for o in item.learned.observations]
+                                   for o in item.learned.observations if 0.0 <= o.score <= 1.0]
             record.missed = dict(item.learned.missed)
             if same_entries(snap.memory, ref, entries):
                 if previous is not None:  # a duplicate: its leave-one-out ran against another memory, and

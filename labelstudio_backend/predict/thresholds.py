@@ -11,6 +11,7 @@ An explicit threshold wins: the project's extra_params {"score_threshold": x}, e
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 from labelstudio_backend.predict.task_score import Thresholds
@@ -30,10 +31,20 @@ def project_thresholds(state: ProjectState, env_threshold: float | None) -> Thre
         return Thresholds(float(explicit))
     observations, missed = [], {}
     for record in state.annotations.values():
-        observations += [tuple(o) for o in record.observations or [] if isinstance(o, (list, tuple)) and len(o) == 3]
+        observations += [tuple(o) for o in record.observations or [] if _usable(o)]
         for label, count in (record.missed or {}).items():
             missed[label] = missed.get(label, 0) + int(count)
     return Thresholds(DEFAULT_THRESHOLD, _calibrated(tuple(sorted(observations)), tuple(sorted(missed.items()))))
+
+
+def _usable(observation: object) -> bool:
+    """(label, score, correct) with a finite score in [0, 1]: a state.json written before scores were checked at the
+    boundary, or edited by hand, may hold others; one of them must not make a project's predictions fail."""
+    if not isinstance(observation, (list, tuple)) or len(observation) != 3:
+        return False
+    score = observation[1]
+    return isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score) \
+        and 0.0 <= score <= 1.0
 
 
 @functools.lru_cache(maxsize=256)

@@ -14,8 +14,9 @@ once (default THREADS - 2: one runs, the others wait for the engine) and answers
 Basic auth (BASIC_AUTH_USER/PASS) guards every route but /health, and /webhook too unless LABEL_STUDIO_API_KEY is
 set: then webhook payloads are never trusted (the worker re-reads everything from the API) and Label Studio's
 auto-created webhook, which carries no credentials, still gets through.
-Bodies are bounded per route (hooks.ROUTE_MAX_BYTES; /webhook: NTT_WEBHOOK_MAX_BYTES), answered 413 above it, and
-JSON nested deeper than strict_json.MAX_DEPTH is a 400.
+Bodies are bounded per route (hooks.ROUTE_MAX_BYTES; /webhook: NTT_WEBHOOK_MAX_BYTES) and answered 413 above it,
+chunked or not; JSON must be UTF-8 and nest at most labelstudio.strict_json.MAX_DEPTH levels (else 400); non-finite
+numbers in it become null.
 
 Routes live in Blueprints, one per concern: routes_ml (/setup, /predict), routes_events (/webhook), routes_training
 (/train, /versions), routes_status (/health, /metrics); each reads the Backend from current_app.extensions.

@@ -40,9 +40,12 @@ def register_hooks(app: Flask, settings: Settings, metrics: Metrics) -> None:
     def limit_and_authenticate() -> Response | None:
         g.started = time.perf_counter()
         route = route_name()
-        # before anything reads the body: werkzeug answers 413 past it, declared or streamed
-        request.max_content_length = settings.webhook_max_bytes if route == "webhook" else \
+        # before anything reads the body. Werkzeug answers 413 to a declared Content-Length past the bound, but
+        # stops reading a streamed (chunked) body there without a word: it may read one byte more, and the body
+        # reader (requests.body_bytes) refuses the whole body when it got that byte
+        g.max_body_bytes = settings.webhook_max_bytes if route == "webhook" else \
             ROUTE_MAX_BYTES.get(route, DEFAULT_MAX_BYTES)
+        request.max_content_length = g.max_body_bytes + 1
         if not settings.auth_enabled or route == "health":
             return None
         if route == "webhook" and settings.label_studio_api_key:

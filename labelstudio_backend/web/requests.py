@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, g, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from labelstudio_backend.labelstudio.ids import parse_project_id
-from labelstudio_backend.web import strict_json
+from labelstudio_backend.labelstudio import strict_json
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,23 @@ def retry_later(message: str, retry_after: int) -> Response:
     return error_response(503, message, retry_after)
 
 
+def body_bytes() -> bytes:
+    """The request body, whole: a body over its route's bound is refused (413) however it is framed."""
+    data = request.get_data(cache=True)
+    limit = g.get("max_body_bytes")
+    if limit is not None and len(data) > limit:
+        raise RequestEntityTooLarge(f"the body is larger than this route's {limit} bytes")
+    return data
+
+
 def json_body(required: bool = True) -> dict:
-    if not request.data:
+    data = body_bytes()
+    if not data:
         if required:
             raise BadRequest("the request needs a JSON object body")
         return {}
     try:
-        body = strict_json.loads(request.get_data(cache=True))
+        body = strict_json.loads(data)
     except strict_json.JsonError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from labelstudio_backend.labelstudio.webhooks import EventError, parse_webhook
 from labelstudio_backend.web.backend import current_backend
-from labelstudio_backend.web.requests import BadRequest, json_body, retry_later
+from labelstudio_backend.web.requests import BadRequest, body_bytes, json_body, retry_later
 
 events = Blueprint("events", __name__)
 
@@ -26,7 +26,7 @@ def webhook():
     if job is None:
         return jsonify(status="ignored")
     # the queue holds what the worker will use: the payload itself, or (API mode) only the ids it re-reads
-    job = job.ids_only() if rt.api is not None else dataclasses.replace(job, size_bytes=len(request.data))
+    job = job.ids_only() if rt.api is not None else dataclasses.replace(job, size_bytes=len(body_bytes()))
     if not worker.submit(job):
         return retry_later("the event queue is full; retry later", 5)
     applied = job.project_id is not None and job.action != "START_TRAINING" and \

@@ -44,14 +44,17 @@ def _project_gauges(rt: Runtime) -> list[dict]:
     gauges = []
     for project in rt.store.projects():
         try:
-            snap = rt.store.snapshot(project)
+            gauges.append(_one_project(rt, project))
         except Exception as exc:  # noqa: BLE001 - one unreadable project must not hide the others' metrics
             log.error("/metrics: project %d: %s", project, exc)
             gauges.append({"project": project, "revision": None, "references": {}, "error": str(exc)})
-            continue
-        gauges.append({"project": project, "revision": snap.memory.revision, "references": snap.memory.counts(),
-                       **threshold_gauges(rt, snap),
-                       "negative_images": len(snap.memory.negative_images),
-                       "annotations": len(snap.state.annotations),
-                       "model_version": rt.engine().version_of(snap.memory)})
     return gauges
+
+
+def _one_project(rt: Runtime, project: int) -> dict:
+    snap = rt.store.snapshot(project)
+    return {"project": project, "revision": snap.memory.revision, "references": snap.memory.counts(),
+            **threshold_gauges(rt, snap),
+            "negative_images": len(snap.memory.negative_images),
+            "annotations": len(snap.state.annotations),
+            "model_version": rt.engine().version_of(snap.memory)}

@@ -10,13 +10,15 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from flask import Blueprint, jsonify, request
 
 from labelstudio_backend.labelstudio.webhooks import ANNOTATION_ACTIONS, SYNC, SyncJob
 from labelstudio_backend.web.backend import current_backend
-from labelstudio_backend.web.requests import SETUP_ENGINE_WAIT_S, BadRequest, json_body, project_of, retry_later
+from labelstudio_backend.web.requests import (SETUP_ENGINE_WAIT_S, BadRequest, body_bytes, json_body, project_of,
+                                              retry_later)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ def train():
         job = SyncJob(SYNC, project)
     else:
         job = _annotations_job(project, body.get("annotations"))
+        if job is not None:  # it holds the body's annotations: counted against NTT_QUEUE_MAX_BYTES like a webhook
+            job = dataclasses.replace(job, size_bytes=len(body_bytes()))
         if job is None:
             return jsonify(status="nothing to do", project=project,
                            message="no annotations in the body, and without LABEL_STUDIO_API_KEY there is "

@@ -210,3 +210,24 @@ def test_a_duplicate_event_changes_neither_the_revision_nor_the_thresholds(make_
     assert (after.state.annotations["1"].observations, after.state.annotations["1"].missed) == \
         (record.observations, record.missed)
     assert project_thresholds(after.state, app.extensions["ntt"].runtime.settings.score_threshold) == thresholds
+
+
+def test_a_non_finite_score_in_a_deleted_prediction_is_never_stored(app, client, dataset):
+    """A NaN (or 1e999) score in the parent prediction's region the annotator deleted used to be stored as a
+    calibration observation; then /predict and /metrics answered 500 for the project until the annotation went."""
+    learn(app, client, dataset)
+    image_id = dataset.positive_ids()[5]
+    prediction = _predicted(app, client, dataset, image_id)
+    instances = _instances(prediction)
+    for region in instances[0]:
+        region["score"] = float("nan")
+    for region in instances[1] if len(instances) > 1 else []:
+        region["score"] = float("inf")
+    kept = [r for group in instances[1:] for r in group]
+    _annotate(app, client, dataset, image_id, kept, parent=prediction["id"], predictions=[prediction])
+    record = snap(app).state.annotations[str(ANNOTATION)]
+    assert all(0.0 <= score <= 1.0 for _, score, _ in record.observations), record.observations
+    assert client.post("/predict", json={"tasks": [task_for(dataset, image_id)], "project": 4}).status_code == 200
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200
+    assert "error" not in next(p for p in metrics.json["projects"] if p["project"] == 4)

@@ -1,4 +1,5 @@
 """Token handling of the Label Studio client: legacy tokens, personal access tokens (JWT refresh → Bearer access)."""
+import json
 import time
 
 import jwt
@@ -15,7 +16,7 @@ def token(kind: str, ttl: float = 300) -> str:
 class Response:
     def __init__(self, status=200, body=None):
         self.status_code, self._body = status, body
-        self.content = b"x" if body is not None else b""
+        self.content = json.dumps(body).encode() if body is not None else b""
         self.text = str(body)
 
     def json(self):
@@ -103,3 +104,20 @@ def test_label_studio_url_matching():
     assert api.is_label_studio_url("http://ls:8080/data/upload/1/a.png")
     assert not api.is_label_studio_url("http://ls:8081/data/upload/1/a.png")
     assert not api.is_label_studio_url("https://ls:8080/x")
+
+
+def test_an_answer_that_is_not_json_is_an_api_error_and_non_finite_numbers_become_null():
+    class Html(Session):
+        def request(self, method, url, headers=None, **kwargs):
+            response = Response(200, {})
+            if url.endswith("/api/tasks/1/"):
+                response.content, response.text = b"<html>proxy error</html>", "<html>proxy error</html>"
+            else:
+                response.content = b'{"id": 2, "score": NaN, "other": 1e999, "ok": 0.5}'
+            return response
+
+    api = LabelStudioAPI("http://ls:8080/", "0123456789abcdef", session=Html())
+    with pytest.raises(LabelStudioAPIError, match="not JSON"):
+        api.get_task(1)
+    assert api.get_task(2) == {"id": 2, "score": None, "other": None, "ok": 0.5}
+

@@ -265,6 +265,24 @@ def test_predict_beyond_the_admitted_slots_is_a_503_with_retry_after(make_app, d
     assert client.get("/metrics").json["predict_slots"] == 1
 
 
+def test_train_bodies_count_against_the_queue_byte_bound_like_webhooks(make_app, dataset):
+    """A /train body holds annotations the worker will apply, as a webhook's does: both are refused (503) once the
+    queued events would pass NTT_QUEUE_MAX_BYTES (the worker is stopped here, so nothing leaves the queue)."""
+    image_id = dataset.positive_ids()[0]
+    webhook = created_webhook(dataset, 3, image_id, annotation_result(dataset, image_id))
+    size = len(json.dumps(webhook))
+    app = make_app(queue_max_bytes=int(size * 1.5), webhook_wait=0.0)
+    client = app.test_client()
+    setup(client)
+    app.extensions["ntt"].worker.stop()
+    assert client.post("/webhook", json=webhook).status_code == 200
+    task = {**webhook["task"], "annotations": [{**webhook["annotation"], "id": 4}]}
+    train = client.post("/train", json={"project": PROJECT, "annotations": [task]})
+    assert train.status_code == 503 and train.headers.get("Retry-After"), train.json
+    assert client.post("/webhook", json=created_webhook(dataset, 5, image_id, webhook["annotation"]["result"])
+                       ).status_code == 503
+
+
 def test_default_slots_leave_threads_for_the_other_routes():
     assert Settings(threads=8).predict_slots == 6
     assert Settings(threads=1).predict_slots == 1

@@ -2,6 +2,8 @@
 and project ids (the attacks through the real routes run in tests/reliability)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from label_studio_sdk.converter import brush
@@ -11,7 +13,7 @@ from labelstudio_backend.fetch.images import address_refusal
 from labelstudio_backend.metrics import label_value
 from labelstudio_backend.labelstudio.ids import parse_project_id
 from labelstudio_backend.labelstudio.regions import encode_brush
-from labelstudio_backend.web.strict_json import JsonError, loads, nesting_depth
+from labelstudio_backend.labelstudio.strict_json import JsonError, loads, nesting_depth
 from labelstudio_backend.fetch.url_parts import MalformedUrl, join_url, split_url
 
 
@@ -30,14 +32,19 @@ def test_split_url_fills_the_default_port():
 
 @pytest.mark.parametrize("address,refused", [
     ("::127.0.0.1", True), ("64:ff9b::a9fe:a9fe", True), ("2002:7f00:1::", True), ("::ffff:10.0.0.1", True),
-    ("2002:808:808::", False), ("64:ff9b::808:808", False), ("::1", True), ("::", True), ("2606:4700::1111", False)])
+    ("2002:808:808::", False), ("64:ff9b::808:808", False), ("::1", True), ("::", True), ("2606:4700::1111", False),
+    # IPv4-translated (RFC 6145) and local-use NAT64 (RFC 8215) forms of loopback and the metadata address
+    ("::ffff:0:7f00:1", True), ("::ffff:0:a9fe:a9fe", True), ("64:ff9b:1::7f00:1", True),
+    ("64:ff9b:1::a9fe:a9fe", True), ("64:ff9b:1:7f00:0:100::", True), ("::ffff:0:808:808", False)])
 def test_ipv6_forms_are_judged_by_their_ipv4(address, refused):
     assert (address_refusal(address) is not None) == refused
 
 
 def test_nesting_depth_ignores_brackets_in_strings():
-    assert nesting_depth(b'{"a": "[[[{{{\\"[[", "b": [[1]]}') == 3
-    assert nesting_depth(b"[" * 1000) == 1000 and nesting_depth(b"12") == 0
+    assert nesting_depth(loads(b'{"a": "[[[{{{\\"[[", "b": [[1]]}')) == 3
+    assert nesting_depth(json.loads("[" * 900 + "]" * 900)) == 900 and nesting_depth(12) == 0
+    with pytest.raises(JsonError, match="nested too deeply"):
+        loads(b"[" * 100_000)
     with pytest.raises(JsonError, match="nested 65 levels"):
         loads("[" * 65 + "]" * 65)
     assert loads("[" * 64 + "]" * 64)
