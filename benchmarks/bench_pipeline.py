@@ -28,13 +28,56 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_preset(preset: str, threads: int, size: tuple[int, int]) -> dict:
+def timed_predict(engine, target, memory) -> float:
+    """The fastest of 3 predictions of a cached image against `memory` (the prototype cache warmed first)."""
+    engine.predict(target, memory=memory)
+    runs = []
+    for _ in range(3):
+        started = time.perf_counter()
+        engine.predict(target, memory=memory)
+        runs.append(time.perf_counter() - started)
+    return min(runs)
+
+
+def big_memory(engine, labels: list[str], references: int):
+    """A memory of `references` random references, one entry per label each."""
     import numpy as np
+    from ntt_engine.memory import MemoryEntry
+
+    big = engine.new_memory()
+    rng = np.random.default_rng(0)
+    dim = engine.memory.dim
+    for i in range(references):
+        big.set_reference(f"r{i}", [MemoryEntry(label, rng.standard_normal(dim).astype(np.float32))
+                                    for label in labels])
+    return big
+
+
+def reference_costs(engine, other: tuple, target: tuple) -> tuple[float, float, float, int]:
+    """DINOv2's forward alone on a new image; adding a reference on that new image; adding one on the cached target
+    (no forward expected: how many ran is returned too)."""
+    image, labels, masks = other
+    started = time.perf_counter()
+    engine.encoder.encode(image)
+    forward = time.perf_counter() - started
+    started = time.perf_counter()
+    engine.add_reference("other", image, labels, masks)
+    new_image = time.perf_counter() - started
+    engine.stage_times.reset()
+    image, labels, masks = target
+    started = time.perf_counter()
+    engine.add_reference("target-as-ref", image, labels[:1], masks[:1])
+    cached = time.perf_counter() - started
+    forwards = engine.stage_times.calls.get("dinov2", 0)
+    engine.remove_reference("target-as-ref")
+    return forward, new_image, cached, forwards
+
+
+def measure_preset(preset: str, threads: int, size: tuple[int, int]) -> dict:
     import torch
     from generated_samples import generated_samples
-    from ntt_engine import Engine, EngineConfig, MemoryBank
+    from ntt_engine import Engine, EngineConfig
     from ntt_engine.export import mask_to_rle
-    from ntt_engine.memory import MemoryEntry
 
     torch.set_num_threads(threads)
     samples = generated_samples("ntt-bench-", images=3, classes=3, seed=1, size=size, negative_fraction=0.0)
@@ -55,21 +98,8 @@ def measure_preset(preset: str, threads: int, size: tuple[int, int]) -> dict:
     stages = engine.stage_times.snapshot()
     prompts = engine.analyse(target).prompts_used
 
-    # DINOv2 forward alone, for the add-reference target
-    started = time.perf_counter()
-    engine.encoder.encode(other)
-    dinov2_forward = time.perf_counter() - started
-
-    # a reference on a new image, then one on the cached target (no forward expected)
-    started = time.perf_counter()
-    engine.add_reference("other", other, other_labels, other_masks)
-    add_reference_new = time.perf_counter() - started
-    engine.stage_times.reset()
-    started = time.perf_counter()
-    engine.add_reference("target-as-ref", target, target_labels[:1], target_masks[:1])
-    add_reference_cached = time.perf_counter() - started
-    forwards_for_cached_reference = engine.stage_times.calls.get("dinov2", 0)
-    engine.remove_reference("target-as-ref")
+    dinov2_forward, add_reference_new, add_reference_cached, forwards_for_cached_reference = \
+        reference_costs(engine, (other, other_labels, other_masks), (target, target_labels, target_masks))
 
     # re-predict the cached target after the memory changed
     started = time.perf_counter()
@@ -77,22 +107,9 @@ def measure_preset(preset: str, threads: int, size: tuple[int, int]) -> dict:
     repredict = time.perf_counter() - started
 
     # matching with 1,000 references per class vs the small memory
-    def timed_predict(memory: MemoryBank) -> float:
-        engine.predict(target, memory=memory)  # warm the prototype cache
-        runs = []
-        for _ in range(3):
-            started = time.perf_counter()
-            engine.predict(target, memory=memory)
-            runs.append(time.perf_counter() - started)
-        return min(runs)
-
-    big = engine.new_memory()
-    rng = np.random.default_rng(0)
-    dim = engine.memory.dim
-    for i in range(1000):
-        big.set_reference(f"r{i}", [MemoryEntry(label, rng.standard_normal(dim).astype(np.float32))
-                                    for label in sorted(set(ref_labels) | set(other_labels))])
-    matching_small, matching_big = timed_predict(engine.memory), timed_predict(big)
+    labels = sorted(set(ref_labels) | set(other_labels))
+    matching_small = timed_predict(engine, target, engine.memory)
+    matching_big = timed_predict(engine, target, big_memory(engine, labels, references=1000))
 
     encoders = stages.get("sam2_encoder", 0) + stages.get("dinov2", 0)
     decoder = stages.get("decoder", 0)

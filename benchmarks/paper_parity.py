@@ -110,17 +110,8 @@ def max_abs(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((x.float() - y.float()).abs().max())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--per-side", type=int, default=16, help="prompt grid per side (paper: 32)")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
-    samples = generated_samples("ntt-parity-", images=3, classes=2, seed=3, size=(320, 240), negative_fraction=0.0)
-    target = samples[-1][0]
-    settings = MatchSettings(0.5, nms_cap(100, 8), 0.5, 100, 0.8)
-
+def recipe_runs(samples: list, target, per_side: int, settings: MatchSettings) -> dict[str, dict]:
+    """The target's detections under each input recipe, on identical (perturbed random) weights."""
     runs: dict[str, dict] = {}
     for recipe in ("reference", "sam2"):
         sam = Sam2ProposalGenerator("sam2.1_hiera_tiny", None, points_batch_size=256, random_weights=True,
@@ -136,15 +127,13 @@ def main() -> None:
             # features only resemble themselves, so scores are positive and the stages after NMS run
             engine.add_reference(f"ref{i}", image, labels, masks)
         prototypes = engine.memory.prototypes()
-        run = target_detections(sam, dino, target, prototypes, args.per_side, settings)
+        run = target_detections(sam, dino, target, prototypes, per_side, settings)
         runs[recipe] = dict(run, sam=sam, dino=dino, prototypes=prototypes)
 
-    new, old = runs["reference"], runs["sam2"]
-    sam, dino = new["sam"], new["dino"]
-    sam.points_batch_size = 16
-    small = target_detections(sam, dino, target, new["prototypes"], args.per_side, settings)
-    sam.points_batch_size = 256
+    return runs
 
+
+def parity_report(new: dict, old: dict, small: dict, sam, dino, target, args: argparse.Namespace) -> dict:
     quality = new["proposals"].quality
     ties = int(len(quality[quality > GATE]) - len(torch.unique(quality[quality > GATE])))
     old_sam_input = old["sam"].preprocess(target)
@@ -183,6 +172,28 @@ def main() -> None:
         },
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--per-side", type=int, default=16, help="prompt grid per side (paper: 32)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    samples = generated_samples("ntt-parity-", images=3, classes=2, seed=3, size=(320, 240), negative_fraction=0.0)
+    target = samples[-1][0]
+    settings = MatchSettings(0.5, nms_cap(100, 8), 0.5, 100, 0.8)
+
+    runs = recipe_runs(samples, target, args.per_side, settings)
+    new, old = runs["reference"], runs["sam2"]
+    sam, dino = new["sam"], new["dino"]
+    sam.points_batch_size = 16
+    small = target_detections(sam, dino, target, new["prototypes"], args.per_side, settings)
+    sam.points_batch_size = 256
+
+    report = parity_report(new, old, small, sam, dino, target, args)
     print(json.dumps(report, indent=2))
 
 

@@ -230,9 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     files_root, ls_dir, model_dir, logs = data / "files", data / "ls", data / "models", data / "logs"
     for d in (files_root, ls_dir, model_dir, logs):
         d.mkdir(parents=True, exist_ok=True)
-
-    ls_server: LabelStudioServer | None = None
-    backend: BackendServer | None = None
+    servers: list = []  # what to stop at the end, started or not
 
     def on_term(signum, frame):  # SIGTERM / SIGHUP (terminal closed): stop cleanly, as with Ctrl-C
         raise KeyboardInterrupt
@@ -246,65 +244,20 @@ def main(argv: list[str] | None = None) -> int:
         say(f"engine preset: {preset}")
         images_dir, coco = demo_images(files_root, args.images, args.classes, args.seed)
         labels = [c["name"] for c in coco["categories"]]
-
-        binary = label_studio_bin()
-        if not binary.exists():
-            raise DemoError(f"Label Studio is not installed at {binary}. Run scripts/run.sh (it creates .venv-ls), or "
-                            f"`python3 -m venv .venv-ls && .venv-ls/bin/pip install label-studio==1.23.2`, or set "
-                            f"NTT_LABEL_STUDIO_BIN to a `label-studio` executable.")
-        first = not (ls_dir / "label_studio.sqlite3").exists()
-        ls_server = LabelStudioServer(data_dir=ls_dir, files_root=files_root, email=args.email,
-                                      password=args.password, bind_host=args.host, create_token=False,
-                                      port=pick_port(args.ls_port, "Label Studio"))
-        say(f"starting Label Studio on port {ls_server.port}"
-            + (" (first start: database migrations take 30-60 s)" if first else "") + f"; log: {ls_server.log_path}")
-        ls_server.start(timeout=args.start_timeout)
-        token = personal_access_token(ls_server, ls_dir / "ntt-demo-token", args.api_key)
-        ls_server.pat = token
-        api = LabelStudioAPI(ls_server.url, token)
-        say(f"Label Studio up in {ls_server.start_seconds:.0f} s")
-
-        backend = BackendServer(model_dir=model_dir, host=args.host, port=pick_port(args.backend_port, "the backend"),
-                                python=Path(sys.executable), log_path=logs / "backend.log", env_overrides={
-                                    "LABEL_STUDIO_URL": ls_server.url, "LABEL_STUDIO_API_KEY": token,
-                                    "LOCAL_FILES_DOCUMENT_ROOT": str(files_root), "NTT_PRESET": preset})
-        say(f"starting the backend (preset {preset}) on port {backend.port}; log: {backend.log_path}")
-        backend.start(timeout=args.start_timeout)
-        wait_until(lambda: backend.get("/health").json().get("engine") == "ready", args.start_timeout,
-                   what="the backend's models to load", proc=backend.proc, log=backend.log_path)
-
+        ls_server, api = start_label_studio(args, ls_dir, files_root, servers)
+        backend = start_backend(args, ls_server, model_dir, files_root, logs / "backend.log", preset, servers)
         project, tasks = demo_project(api, labels, images_dir, len(coco["images"]))
         ml = connect_backend(api, project, backend)
         if ml.get("state") != "CO":
             raise DemoError(f"Label Studio could not connect the backend: {ml}")
         say(f"backend connected (model_version {ml.get('model_version')})")
-
         if auto_label:
             label_references(api, backend, project, tasks, coco, preset)
-
-        url = f"http://localhost:{ls_server.port}" if args.host in ("127.0.0.1", "0.0.0.0") else \
-            f"http://{args.host}:{ls_server.port}"
-        say("")
-        say("=" * 78)
-        say(f"  Label Studio: {url}/projects/{project}/data")
-        say(f"  login:        {ls_server.email}   password: {ls_server.password}")
-        say(f"  backend:      {backend.url}  (preset {preset}; log {backend.log_path})")
-        say("")
-        say("  Next: open a task - its instance masks are pre-labelled (brush, polygon and box). Fix or delete a")
-        say("  region and submit: the backend's memory updates at once and the next image follows. To pre-label")
-        say("  many tasks: select them in the Data Manager, then Actions > Retrieve Predictions.")
-        if not auto_label:
-            say(f"  The memory is empty: label all objects in {REFERENCES_PER_CLASS} images per class first.")
-        say("=" * 78)
-        if args.no_wait:
-            return 0
-        say("running; press Ctrl-C to stop both servers")
-        while True:
-            for name, proc, log in (("Label Studio", ls_server.proc, ls_server.log_path),
-                                    ("the backend", backend.proc, backend.log_path)):
-                if proc.poll() is not None:
-                    raise DemoError(f"{name} stopped (exit code {proc.returncode}); see {log}")
-            time.sleep(1.0)
+        print_welcome(args, ls_server, backend, project, preset, auto_label)
+        if not args.no_wait:
+            say("running; press Ctrl-C to stop both servers")
+            watch(ls_server, backend)
+        return 0
     except KeyboardInterrupt:
         say("\nstopping ...")
         return 0
@@ -314,10 +267,72 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the shutdown
-        for server in (backend, ls_server):
-            if server is not None:
-                server.stop()
+        for server in reversed(servers):
+            server.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def start_label_studio(args: argparse.Namespace, ls_dir: Path, files_root: Path,
+                       servers: list) -> tuple[LabelStudioServer, LabelStudioAPI]:
+    binary = label_studio_bin()
+    if not binary.exists():
+        raise DemoError(f"Label Studio is not installed at {binary}. Run scripts/run.sh (it creates .venv-ls), or "
+                        f"`python3 -m venv .venv-ls && .venv-ls/bin/pip install label-studio==1.23.2`, or set "
+                        f"NTT_LABEL_STUDIO_BIN to a `label-studio` executable.")
+    first = not (ls_dir / "label_studio.sqlite3").exists()
+    ls_server = LabelStudioServer(data_dir=ls_dir, files_root=files_root, email=args.email,
+                                  password=args.password, bind_host=args.host, create_token=False,
+                                  port=pick_port(args.ls_port, "Label Studio"))
+    servers.append(ls_server)
+    say(f"starting Label Studio on port {ls_server.port}"
+        + (" (first start: database migrations take 30-60 s)" if first else "") + f"; log: {ls_server.log_path}")
+    ls_server.start(timeout=args.start_timeout)
+    token = personal_access_token(ls_server, ls_dir / "ntt-demo-token", args.api_key)
+    ls_server.pat = token
+    say(f"Label Studio up in {ls_server.start_seconds:.0f} s")
+    return ls_server, LabelStudioAPI(ls_server.url, token)
+
+
+def start_backend(args: argparse.Namespace, ls_server: LabelStudioServer, model_dir: Path, files_root: Path,
+                  log_path: Path, preset: str, servers: list) -> BackendServer:
+    backend = BackendServer(model_dir=model_dir, host=args.host, port=pick_port(args.backend_port, "the backend"),
+                            python=Path(sys.executable), log_path=log_path, env_overrides={
+                                "LABEL_STUDIO_URL": ls_server.url, "LABEL_STUDIO_API_KEY": ls_server.pat,
+                                "LOCAL_FILES_DOCUMENT_ROOT": str(files_root), "NTT_PRESET": preset})
+    servers.append(backend)
+    say(f"starting the backend (preset {preset}) on port {backend.port}; log: {backend.log_path}")
+    backend.start(timeout=args.start_timeout)
+    wait_until(lambda: backend.get("/health").json().get("engine") == "ready", args.start_timeout,
+               what="the backend's models to load", proc=backend.proc, log=backend.log_path)
+    return backend
+
+
+def print_welcome(args: argparse.Namespace, ls_server: LabelStudioServer, backend: BackendServer, project: int,
+                  preset: str, auto_label: bool) -> None:
+    url = f"http://localhost:{ls_server.port}" if args.host in ("127.0.0.1", "0.0.0.0") else \
+        f"http://{args.host}:{ls_server.port}"
+    say("")
+    say("=" * 78)
+    say(f"  Label Studio: {url}/projects/{project}/data")
+    say(f"  login:        {ls_server.email}   password: {ls_server.password}")
+    say(f"  backend:      {backend.url}  (preset {preset}; log {backend.log_path})")
+    say("")
+    say("  Next: open a task - its instance masks are pre-labelled (brush, polygon and box). Fix or delete a")
+    say("  region and submit: the backend's memory updates at once and the next image follows. To pre-label")
+    say("  many tasks: select them in the Data Manager, then Actions > Retrieve Predictions.")
+    if not auto_label:
+        say(f"  The memory is empty: label all objects in {REFERENCES_PER_CLASS} images per class first.")
+    say("=" * 78)
+
+
+def watch(ls_server: LabelStudioServer, backend: BackendServer) -> None:
+    """Until Ctrl-C; a server that stops by itself is an error."""
+    while True:
+        for name, proc, log in (("Label Studio", ls_server.proc, ls_server.log_path),
+                                ("the backend", backend.proc, backend.log_path)):
+            if proc.poll() is not None:
+                raise DemoError(f"{name} stopped (exit code {proc.returncode}); see {log}")
+        time.sleep(1.0)
 
 
 def label_references(api: LabelStudioAPI, backend: BackendServer, project: int, tasks: list[dict],

@@ -200,18 +200,8 @@ def print_report(name: str, r: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = args.out.resolve()
-    work = out / "stack"
-    if work.exists():
-        shutil.rmtree(work)
-    out.mkdir(parents=True, exist_ok=True)
-    if not label_studio_bin().exists():
-        raise UICheckError(f"Label Studio is not installed at {label_studio_bin()}: run scripts/setup.sh")
-    for attr in ("chromium", "chromedriver"):  # selenium wants paths, not names on $PATH
-        found = shutil.which(getattr(args, attr))
-        if not found:
-            raise UICheckError(f"{getattr(args, attr)} not found: apt-get install -y chromium chromium-driver "
-                               f"(or pass --{attr} PATH)")
-        setattr(args, attr, found)
+    work = _fresh(out)
+    _check_prerequisites(args)
     from selenium.common.exceptions import WebDriverException
     ls = backend = driver = None
     report: dict[str, Any] = {}
@@ -224,8 +214,8 @@ def run(args: argparse.Namespace) -> int:
         say(f"logged in; opening the label stream of project {project}")
         first = open_label_stream(driver, ls.url, project, args.ui_timeout)
         driver.save_screenshot(str(out / "1-served-task.png"))
-        report["first"] = task_report(api, backend, project, first, _version(backend, project))
-        print_report("first task served", report["first"])
+        print_report("first task served", report.setdefault("first", task_report(api, backend, project, first,
+                                                                                   _version(backend, project))))
         before = backend.get("/metrics").json()
         how = submit_in_ui(driver, args.ui_timeout)
         submitted_at = time.monotonic()
@@ -234,30 +224,20 @@ def run(args: argparse.Namespace) -> int:
                           lambda: (s := editor_state(driver)) and s["task"] != first["task"] and s, args.ui_timeout,
                           interval=0.1)
         report["next_task_after_s"] = round(time.monotonic() - submitted_at, 2)
-        at_next = backend.get("/metrics").json()
-        current_at_next = _version(backend, project)
+        at_next, current_at_next = backend.get("/metrics").json(), _version(backend, project)
         time.sleep(2.0)
         second = editor_state(driver) or second
         driver.save_screenshot(str(out / "2-next-task.png"))
-        report["next"] = task_report(api, backend, project, second, current_at_next)
         report["submitted_annotations"] = len(api.list_annotations(first["task"]))
-        print_report("next task served", report["next"])
+        print_report("next task served", report.setdefault("next", task_report(api, backend, project, second,
+                                                                                 current_at_next)))
         # the memory moves after the webhook: show where it stood when the next task was served, and later
         time.sleep(args.settle)
-        after = backend.get("/metrics").json()
         report["memory_revision"] = {"before_submit": _revision(before, project),
                                      "when_next_task_shown": _revision(at_next, project),
-                                     "settled": _revision(after, project)}
-        rev = report["memory_revision"]
-        say(f"next task on screen {report['next_task_after_s']} s after the submit; memory revision "
-            f"{rev['before_submit']} before the submit, {rev['when_next_task_shown']} when the next task was shown, "
-            f"{rev['settled']} {args.settle:.0f} s later")
-        driver.get(f"{ls.url}/projects/{project}/data")
-        wait_for("the Data Manager's task table",
-                 lambda: driver.execute_script("return document.querySelectorAll('[class*=\"row\"]').length") > 3,
-                 args.ui_timeout)
-        time.sleep(2.0)
-        driver.save_screenshot(str(out / "3-data-manager.png"))
+                                     "settled": _revision(backend.get("/metrics").json(), project)}
+        _say_revisions(report, args.settle)
+        _data_manager_screenshot(driver, ls.url, project, out / "3-data-manager.png", args.ui_timeout)
         report["screenshots"] = [str(out / f) for f in ("1-served-task.png", "2-next-task.png", "3-data-manager.png")]
         if args.strict and not report["next"]["has_current_version"]:
             say("--strict: the task served after the submit does not carry the backend's current model_version")
@@ -277,6 +257,42 @@ def run(args: argparse.Namespace) -> int:
             if server is not None:
                 server.stop()
         say(f"servers stopped; report and screenshots in {out}")
+
+
+def _fresh(out: Path) -> Path:
+    """OUT created, its stack/ emptied (a fresh Label Studio each run); returns stack/."""
+    work = out / "stack"
+    if work.exists():
+        shutil.rmtree(work)
+    out.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def _check_prerequisites(args: argparse.Namespace) -> None:
+    if not label_studio_bin().exists():
+        raise UICheckError(f"Label Studio is not installed at {label_studio_bin()}: run scripts/setup.sh")
+    for attr in ("chromium", "chromedriver"):  # selenium wants paths, not names on $PATH
+        found = shutil.which(getattr(args, attr))
+        if not found:
+            raise UICheckError(f"{getattr(args, attr)} not found: apt-get install -y chromium chromium-driver "
+                               f"(or pass --{attr} PATH)")
+        setattr(args, attr, found)
+
+
+def _say_revisions(report: dict[str, Any], settle: float) -> None:
+    rev = report["memory_revision"]
+    say(f"next task on screen {report['next_task_after_s']} s after the submit; memory revision "
+        f"{rev['before_submit']} before the submit, {rev['when_next_task_shown']} when the next task was shown, "
+        f"{rev['settled']} {settle:.0f} s later")
+
+
+def _data_manager_screenshot(driver: Any, ls_url: str, project: int, path: Path, timeout: float) -> None:
+    driver.get(f"{ls_url}/projects/{project}/data")
+    wait_for("the Data Manager's task table",
+             lambda: driver.execute_script("return document.querySelectorAll('[class*=\"row\"]').length") > 3,
+             timeout)
+    time.sleep(2.0)
+    driver.save_screenshot(str(path))
 
 
 def _version(backend: BackendServer, project: int) -> str | None:

@@ -62,7 +62,7 @@ def address_refusal(address: str, allow_private: bool = False) -> str | None:
         embedded = _embedded_ipv4(ip)
         reasons = [address_refusal(str(v4), allow_private) for v4 in embedded]
         if embedded:
-            return next((f"{ip} reaches {reason}" for reason in reasons if reason), None)
+            return next((f"{reason} (reached through {ip})" for reason in reasons if reason), None)
     if ip.is_link_local:
         return f"{ip} is link-local (cloud metadata endpoints live there)"
     if ip.is_unspecified or ip.is_multicast:

@@ -25,6 +25,17 @@ class EventError(ValueError):
     """A malformed webhook body (400)."""
 
 
+class Outcome:
+    """How applying a job ended, for whoever waits on it: `error` is None while pending or after success."""
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+        self.retryable = False  # the store could not write (a full disk...): a 503, not a 500
+
+    def fail(self, error: str, retryable: bool = False) -> None:
+        self.error, self.retryable = error, retryable
+
+
 @dataclass(frozen=True)
 class SyncJob:
     action: str
@@ -34,6 +45,7 @@ class SyncJob:
     label_config: str = ""  # the payload project's config (used only when payloads are trusted)
     received_at: float = field(default_factory=time.time)
     size_bytes: int = 0  # what it holds in the queue (its webhook body), for the queue's byte bound
+    outcome: Outcome = field(default_factory=Outcome, compare=False, repr=False)  # shared by its replace()d copies
 
     def ids_only(self) -> "SyncJob":
         """The job without its payload: in API mode the worker re-reads everything by id, so queuing the webhook's

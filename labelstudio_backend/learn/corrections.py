@@ -112,6 +112,10 @@ def own_prediction(task: dict | None, annotation: dict, own: re.Pattern, get_pre
         prediction = next((p for p in predictions if p.get("id") == parent), None)
         if prediction is None and get_prediction is not None:
             prediction = get_prediction(parent)
+            task_id = (task or {}).get("id", annotation.get("task"))
+            if prediction is not None and prediction.get("task") != task_id:  # another task's, maybe another project's
+                return None, (f"its parent prediction {parent} belongs to task {prediction.get('task')!r}, not to "
+                              f"its task {task_id!r}")
         if prediction is None:
             return None, f"its parent prediction {parent} no longer exists"
         if not own.match(str(prediction.get("model_version", ""))):

@@ -68,6 +68,17 @@ class Synchronizer(FullResync):
         self.rt = runtime
 
     # ----- dispatch -----
+    def queued_form(self, job: SyncJob) -> SyncJob:
+        """What the event queue holds for `job` in API mode: only its ids (the worker re-reads the rest), or, when it
+        names more than MAX_EVENT_IDS annotations of a known project, one resync of that project, which the queue
+        merges with a resync already waiting (30 such events cost one resync, not 30)."""
+        if len(job.annotation_ids) > MAX_EVENT_IDS and job.project_id is not None:
+            self.rt.metrics.add("events_coalesced")
+            log.info("%s names %d annotations (more than %d): queued as a resync of project %d", job.action,
+                     len(job.annotation_ids), MAX_EVENT_IDS, job.project_id)
+            return SyncJob(SYNC, job.project_id)
+        return job.ids_only()
+
     def handle(self, job: SyncJob) -> None:
         if job.action in ANNOTATION_ACTIONS:
             self.on_annotations(job)
@@ -265,6 +276,12 @@ class Synchronizer(FullResync):
             return None
         if task is not None and not isinstance(task, dict):
             task = None
+        named = _int(annotation.get("task"))
+        if task is not None and named is not None and _int(task.get("id")) not in (None, named):
+            log.warning("annotation %d names task %d, but the task it came with is %s: its image is not that "
+                        "task's; ignored", annotation_id, named, task.get("id"))
+            self.rt.metrics.add("annotations_malformed")
+            return None
         data = (task or {}).get("data")
         if not isinstance(data, dict):
             log.warning("annotation %d (task %s): the task's 'data' is %s, not an object; ignored", annotation_id,

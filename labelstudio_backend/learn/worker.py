@@ -14,6 +14,7 @@ from labelstudio_backend.learn.sync import Synchronizer
 from labelstudio_backend.metrics import Metrics
 from labelstudio_backend.store.in_flight import ProjectActivity
 from labelstudio_backend.store.pending_markers import PendingMarkers
+from labelstudio_backend.store.projects import ProjectError
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +124,12 @@ class SyncWorker:
             if self.on_change is not None and job.project_id is not None and \
                     self._revision(job.project_id) != before:
                 self.on_change(job.project_id)
-        except Exception:  # noqa: BLE001 - one bad event must not stop the worker
+        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the worker
             self.metrics.add("events_failed")
             log.exception("applying %s for project %s failed", job.action, job.project_id)
+            # before the release below wakes the /webhook that waits for it
+            job.outcome.fail(str(exc) if isinstance(exc, ProjectError) else f"{type(exc).__name__}: {exc}",
+                             retryable=isinstance(exc, ProjectError))
             self.synchronizer.mark_unsynced(job.project_id)
         finally:
             if self.markers is not None:

@@ -162,49 +162,63 @@ class Refresher:
             self.rt.metrics.add("refresh_errors")
             return stats
         for task in tasks:
-            if self._superseded(project):
-                stats.restarted = True
-                break
-            if self.predicts.busy(project):  # Label Studio is predicting (label stream, Retrieve predictions)
-                self._wait_predicts(project)
-                self.notify(project)  # start over: those tasks now have current predictions
-                stats.restarted = True
-                break
-            snap = self.rt.store.snapshot(project)
-            if len(snap.memory) == 0:
-                break  # nothing learnt (any more): predictions would be empty
-            version = stats.model_version = engine.version_of(snap.memory)
-            stats.tasks += 1
-            mine = _own_predictions(task, own)
-            if any(p["model_version"] == version for p in mine):  # e.g. Label Studio's own /predict made it
-                stats.current += 1
-                self._delete(task["id"], _superseded_by_current(mine, version), stats)
+            if not isinstance(task, dict) or not isinstance(task.get("id"), int) or isinstance(task.get("id"), bool):
+                stats.failed += 1
+                log.warning("project %d: a listed task without an id is skipped: %.200r", project, task)
                 continue
             try:
-                config = self.rt.label_config(snap.state)
-                lean = {"id": task.get("id"), "data": task.get("data"), "project": project}
-                thresholds = project_thresholds(snap.state, self.rt.settings.score_threshold)
-                prediction = self.predictor.predict_task(engine, snap, config, lean, thresholds, version, strict=True)
-                if self.predicts.busy(project):  # a /predict began while we computed: Label Studio will store its
-                    self._wait_predicts(project)  # result for this task too, and ours would be a second one
-                    self.notify(project)
-                    stats.restarted = True
+                if not self._refresh_task(engine, own, project, task, stats):
                     break
-                mine = self._reread(project, task["id"], own)  # Label Studio may have predicted it meanwhile
-                if mine is None:
-                    continue  # annotated (or gone) meanwhile: not ours to touch any more
-                if any(p["model_version"] == version for p in mine):
-                    stats.current += 1
-                    self._delete(task["id"], _superseded_by_current(mine, version), stats)
-                    continue
-                self._store(task["id"], mine, prediction, stats)
             except (ImageFetchError, LabelStudioAPIError, LabelConfigError, EngineUnavailable) as exc:
                 stats.failed += 1
-                log.warning("project %d, task %s: prediction not refreshed: %s", project, task.get("id"), exc)
+                log.warning("project %d, task %s: prediction not refreshed: %s", project, task["id"], exc)
+            except Exception:  # noqa: BLE001 - one odd task must not end the pass for the others
+                stats.failed += 1
+                log.exception("project %d, task %s: prediction not refreshed", project, task["id"])
         if self._superseded(project):
             stats.restarted = True
         self._report(stats, time.perf_counter() - started)
         return stats
+
+    def _refresh_task(self, engine, own: re.Pattern, project: int, task: dict, stats: RefreshStats) -> bool:
+        """Bring one task's prediction to the current memory; False when the pass must stop (a newer memory, a
+        /predict of Label Studio's, or nothing learnt any more)."""
+        if self._superseded(project):
+            stats.restarted = True
+            return False
+        if self.predicts.busy(project):  # Label Studio is predicting (label stream, Retrieve predictions)
+            self._wait_predicts(project)
+            self.notify(project)  # start over: those tasks now have current predictions
+            stats.restarted = True
+            return False
+        snap = self.rt.store.snapshot(project)
+        if len(snap.memory) == 0:
+            return False  # nothing learnt (any more): predictions would be empty
+        version = stats.model_version = engine.version_of(snap.memory)
+        stats.tasks += 1
+        mine = _own_predictions(task, own)
+        if any(p["model_version"] == version for p in mine):  # e.g. Label Studio's own /predict made it
+            stats.current += 1
+            self._delete(task["id"], _superseded_by_current(mine, version), stats)
+            return True
+        config = self.rt.label_config(snap.state)
+        lean = {"id": task["id"], "data": task.get("data"), "project": project}
+        thresholds = project_thresholds(snap.state, self.rt.settings.score_threshold)
+        prediction = self.predictor.predict_task(engine, snap, config, lean, thresholds, version, strict=True)
+        if self.predicts.busy(project):  # a /predict began while we computed: Label Studio will store its
+            self._wait_predicts(project)  # result for this task too, and ours would be a second one
+            self.notify(project)
+            stats.restarted = True
+            return False
+        mine = self._reread(project, task["id"], own)  # Label Studio may have predicted it meanwhile
+        if mine is None:
+            return True  # annotated (or gone) meanwhile: not ours to touch any more
+        if any(p["model_version"] == version for p in mine):
+            stats.current += 1
+            self._delete(task["id"], _superseded_by_current(mine, version), stats)
+            return True
+        self._store(task["id"], mine, prediction, stats)
+        return True
 
     def _report(self, stats: RefreshStats, seconds: float) -> None:
         self.rt.metrics.add("refresh_passes")
@@ -251,7 +265,9 @@ class Refresher:
 
 def _own_predictions(task: dict, own: re.Pattern) -> list[dict]:
     """This engine's predictions on a listed task, oldest first."""
-    return sorted((p for p in task.get("predictions") or [] if isinstance(p, dict) and isinstance(p.get("id"), int)
+    predictions = task.get("predictions")
+    return sorted((p for p in (predictions if isinstance(predictions, list) else [])
+                   if isinstance(p, dict) and isinstance(p.get("id"), int) and not isinstance(p.get("id"), bool)
                    and own.match(str(p.get("model_version", "")))), key=lambda p: p["id"])
 
 

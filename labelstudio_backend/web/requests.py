@@ -50,13 +50,7 @@ def json_body(required: bool = True) -> dict:
         if required:
             raise BadRequest("the request needs a JSON object body")
         return {}
-    try:
-        body = strict_json.loads(data)
-    except strict_json.JsonError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("the JSON body must be an object")
-    return body
+    return _json_object(data, "the body")
 
 
 def project_of(value: Any, what: str) -> int:
@@ -70,11 +64,7 @@ def extra_params(value: Any) -> dict:
     """The ML backend's "Extra params" field: null, a JSON object, or a string holding one."""
     if value in (None, ""):
         return {}
-    if isinstance(value, str):
-        try:
-            value = strict_json.loads(value)
-        except strict_json.JsonError as exc:
-            raise BadRequest(f"extra_params is not valid JSON ({exc}): {value[:100]!r}") from None
+    value = _json_object(value, "extra_params") if isinstance(value, str) else value
     if not isinstance(value, dict):
         raise BadRequest("extra_params must be a JSON object, e.g. {\"score_threshold\": 0.6}")
     threshold = value.get("score_threshold")
@@ -85,3 +75,15 @@ def extra_params(value: Any) -> dict:
     if unknown:
         log.debug("extra_params: ignoring unknown keys %s", sorted(unknown))
     return value
+
+
+def _json_object(text: bytes | str, what: str) -> dict:
+    try:
+        value = strict_json.loads(text)
+    except strict_json.JsonError as exc:
+        shown = f": {text[:100]!r}" if isinstance(text, str) else ""
+        raise BadRequest(f"{what} is not valid JSON ({exc}){shown}") from None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return value
+

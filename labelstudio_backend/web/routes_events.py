@@ -8,9 +8,9 @@ import dataclasses
 
 from flask import Blueprint, jsonify
 
-from labelstudio_backend.labelstudio.webhooks import EventError, parse_webhook
+from labelstudio_backend.labelstudio.webhooks import RESYNC_ACTIONS, SYNC, EventError, parse_webhook
 from labelstudio_backend.web.backend import current_backend
-from labelstudio_backend.web.requests import BadRequest, body_bytes, json_body, retry_later
+from labelstudio_backend.web.requests import BadRequest, body_bytes, error_response, json_body, retry_later
 
 events = Blueprint("events", __name__)
 
@@ -26,10 +26,16 @@ def webhook():
     if job is None:
         return jsonify(status="ignored")
     # the queue holds what the worker will use: the payload itself, or (API mode) only the ids it re-reads
-    job = job.ids_only() if rt.api is not None else dataclasses.replace(job, size_bytes=len(body_bytes()))
+    job = backend.synchronizer.queued_form(job) if rt.api is not None else \
+        dataclasses.replace(job, size_bytes=len(body_bytes()))
     if not worker.submit(job):
         return retry_later("the event queue is full; retry later", 5)
-    applied = job.project_id is not None and job.action != "START_TRAINING" and \
+    applied = job.project_id is not None and job.action not in (*RESYNC_ACTIONS, SYNC) and \
         worker.activity.wait_project(job.project_id, rt.settings.webhook_wait)  # LS serves the next task after this
+    if job.outcome.error is not None:  # it ran and failed: say so (the project is flagged for a resync)
+        rt.metrics.add("webhooks_answered_failed")
+        return error_response(503 if job.outcome.retryable else 500, f"the event could not be applied: "
+                              f"{job.outcome.error}; the project is flagged for a resync from Label Studio (see the "
+                              "backend's log)", retry_after=10 if job.outcome.retryable else None)
     rt.metrics.add("webhooks_answered_applied" if applied else "webhooks_answered_queued")
     return jsonify(status="applied" if applied else "queued", action=job.action, project=job.project_id)

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from labelstudio_backend.labelstudio.client import LabelStudioAPIError
 from labelstudio_backend.store.in_flight import ProjectActivity
 from labelstudio_backend.predict.task_score import Thresholds, shown, task_certainty
 from ntt_engine import Instance
@@ -209,3 +210,37 @@ def test_refresh_writes_nothing_computed_while_a_predict_began(make_app, dataset
     assert all(len(versions) == 1 for versions in current.values()), current
     # and never for a moment two: the refresh wrote nothing for the task Label Studio was predicting
     assert len(ls.predictions) == len(head) and not [c for c in ls.calls if c.startswith("delete prediction")]
+
+
+def test_one_odd_task_in_a_listing_never_costs_the_others_their_refresh(make_app, dataset, monkeypatch):
+    """A listed task without an id, one whose "predictions" is a number, and one whose update Label Studio answers
+    with an HTML page used to end the whole pass at the first of them; now each is skipped and counted as failed."""
+    ls, app, client = _refresh_project(make_app, dataset, refresh_tasks=6, images=4)
+    refresher = app.extensions["ntt"].refresher
+    listing = ls.unlabelled_tasks
+
+    def odd_listing(project_id, limit):
+        tasks = listing(project_id, limit)
+        return [{"data": {"image": "no id"}}, "not a task", {**tasks[0], "predictions": 5}] + tasks[1:]
+
+    monkeypatch.setattr(ls, "unlabelled_tasks", odd_listing)
+    ids = dataset.positive_ids()
+    _annotate(ls, app, client, dataset, 10, ids[0])
+    assert refresher.wait_idle(30)
+    unlabelled = [t for t in sorted(ls.tasks) if t != 100 + ids[0]]
+    assert all(len(ls.tasks[t]["predictions"]) == 1 for t in unlabelled), \
+        {t: ls.tasks[t]["predictions"] for t in unlabelled}
+    version = ls.tasks[unlabelled[0]]["predictions"][0]["model_version"]
+
+    attempts = []
+
+    def html_update(prediction_id, result, score, model_version):
+        attempts.append(prediction_id)
+        raise LabelStudioAPIError("PATCH /api/predictions/1/: Label Studio's answer is not JSON", 200)
+
+    monkeypatch.setattr(ls, "update_prediction", html_update)
+    _annotate(ls, app, client, dataset, 11, ids[1])
+    assert refresher.wait_idle(30)
+    left = [t for t in unlabelled if t != 100 + ids[1]]
+    assert len(set(attempts)) == len(left), "each task's failed update is its own: the pass went on to the next"
+    assert all([p["model_version"] for p in ls.tasks[t]["predictions"]] == [version] for t in left)

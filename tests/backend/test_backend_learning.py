@@ -231,3 +231,17 @@ def test_a_non_finite_score_in_a_deleted_prediction_is_never_stored(app, client,
     metrics = client.get("/metrics")
     assert metrics.status_code == 200
     assert "error" not in next(p for p in metrics.json["projects"] if p["project"] == 4)
+
+
+def test_a_bulk_event_never_learns_an_annotation_on_another_tasks_image(app, client, dataset):
+    """ANNOTATIONS_CREATED naming tasks A and B but carrying only task A used to pool B's annotation on A's image
+    (the one task of the payload was taken for every annotation)."""
+    setup(client)
+    a, b = dataset.positive_ids()[:2]
+    on_a = created_webhook(dataset, 760, a, annotation_result(dataset, a))
+    on_b = created_webhook(dataset, 761, b, annotation_result(dataset, b))
+    bulk = {"action": "ANNOTATIONS_CREATED", "annotation": [on_a["annotation"], on_b["annotation"]],
+            "task": [on_a["task"]], "project": on_a["project"]}
+    send(app, client, bulk)
+    memory = snap(app).memory
+    assert memory.entries("annotation:760") and not memory.entries("annotation:761")

@@ -200,6 +200,21 @@ def test_the_crash_tests_write_pause_pauses_in_both_phases(make_app, dataset, ca
     assert "phase=temp-written" in caplog.text and "phase=memory-renamed" in caplog.text
 
 
+def test_a_webhook_whose_event_fails_says_so(app, client, dataset):
+    """An event that raised in the worker (here: the project's state.json is unreadable) used to be answered
+    {"status": "applied"}; now the answer says what failed (503, as every route answers a store it cannot read),
+    and events_failed counts it."""
+    setup(client)
+    store = app.extensions["ntt"].runtime.store
+    (store.project_dir(PROJECT) / "state.json").write_text("{ not json")
+    store._cache.clear()
+    image_id = dataset.positive_ids()[0]
+    response = client.post("/webhook", json=created_webhook(dataset, 3, image_id, annotation_result(dataset, image_id)))
+    assert response.status_code == 503 and response.headers.get("Retry-After"), response.json
+    assert "could not be applied" in response.json["error"] and "state.json" in response.json["error"]
+    assert app.extensions["ntt"].runtime.metrics.counters["events_failed"] == 1
+
+
 # ------------------------------------------------------------------------------------------------ pending markers
 def test_pending_markers_of_live_and_dead_processes(tmp_path):
     if pending_module.fcntl is None:

@@ -136,7 +136,9 @@ def test_a_failed_event_flags_the_project_for_a_resync(app, client, ls, dataset,
 
     monkeypatch.setattr(ls, "get_annotation", down)
     ls.annotate(3, task, annotation_result(dataset, image_id))
-    send(app, client, created_webhook(dataset, 3, image_id, []))
+    failed = client.post("/webhook", json=created_webhook(dataset, 3, image_id, []))
+    assert failed.status_code == 500 and "Label Studio is down" in failed.json["error"]  # it says so
+    assert app.extensions["ntt"].worker.wait_idle(60)
     assert memory(app).revision == 0
     monkeypatch.undo()
     client.post("/setup", json=body)  # Label Studio calls /setup before every predict batch
@@ -156,3 +158,43 @@ def test_forged_events_about_future_ids_cannot_block_them(app, client, ls, datas
         ls.annotate(annotation_id, task, annotation_result(dataset, image_id))
         send(app, client, created_webhook(dataset, annotation_id, image_id, []))
     assert memory(app).reference_ids() == {"annotation:41", "annotation:42"}
+
+
+def test_a_parent_prediction_of_another_task_is_not_taken_as_the_correction(app, client, ls, dataset, caplog):
+    """An annotation naming another task's prediction as its parent used to be diffed against that other image's
+    masks: its "deleted" objects became negatives and observations. A parent is used only when it is of the same
+    task."""
+    from support.backend_helpers import predict, setup, task_for
+
+    first, other, target = dataset.positive_ids()[:3]
+    for annotation_id, image_id in ((1, first), (2, other)):
+        ls.annotate(annotation_id, ls.add_task(image_id), annotation_result(dataset, image_id))
+        send(app, client, {"action": "ANNOTATION_CREATED", "annotation": {"id": annotation_id},
+                           "project": {"id": PROJECT}})
+    version = setup(client)
+    foreign = predict(client, [task_for(dataset, other)])[0]
+    assert foreign["result"], "the memory predicts something on the other image"
+    parent = ls.create_prediction(100 + other, foreign["result"], foreign["score"], version)["id"]
+    target_task = ls.add_task(target)
+    ls.annotate(3, target_task, annotation_result(dataset, target))["parent_prediction"] = parent
+    with caplog.at_level("WARNING"):
+        send(app, client, {"action": "ANNOTATION_CREATED", "annotation": {"id": 3}, "project": {"id": PROJECT}})
+    entries = memory(app).entries("annotation:3")
+    assert entries and not any(e.negative for e in entries)
+    record = app.extensions["ntt"].runtime.store.snapshot(PROJECT).state.annotations["3"]
+    assert record.source == "drawn"  # its observations are its own leave-one-out ones
+    assert f"belongs to task {100 + other}" in caplog.text
+
+
+def test_events_naming_too_many_ids_are_queued_as_one_resync(app, client, ls, dataset):
+    """30 unauthenticated ANNOTATIONS_DELETED naming 101 unknown ids each used to queue 30 events, each becoming a
+    full resync; now each is queued as a resync of its project, and the queue merges them into one."""
+    worker = app.extensions["ntt"].worker
+    worker.stop()  # nothing leaves the queue: what it holds is what was merged
+    for n in range(30):
+        event = {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 10_000 * n + i} for i in range(101)],
+                 "project": {"id": PROJECT}}
+        response = client.post("/webhook", json=event)
+        assert response.status_code == 200 and response.json["status"] == "queued", response.json
+    assert worker.pending == 1
+    assert app.extensions["ntt"].runtime.metrics.counters["events_coalesced"] == 30

@@ -49,7 +49,8 @@ def test_disk_full_reads_keep_working_and_writes_fail_cleanly(tmp_path, rel_data
         assert client.post("/webhook", json=created_webhook(ds, 1, img_a, annotation_result(ds, img_a))).status_code == 200
         assert worker.wait_idle(60)
         full.add("state.json")  # the disk fills between the memory's write and the state's
-        assert client.post("/webhook", json=created_webhook(ds, 2, img_b, annotation_result(ds, img_b))).status_code == 200
+        answer = client.post("/webhook", json=created_webhook(ds, 2, img_b, annotation_result(ds, img_b)))
+        assert answer.status_code == 503 and "No space left" in answer.json["error"], answer.json  # said, not hidden
         assert worker.wait_idle(60)
         saved = memory_path.read_bytes()
         assert MemoryBank.from_bytes(saved).revision == 2  # memory.ntt was written, state.json was not
