@@ -25,8 +25,26 @@ from .procutil import (ADMIN_EMAIL, ADMIN_PASSWORD, DEFAULT_PYTHON, REPO, StartE
 # ---------------------------------------------------------------------------------------------------- Label Studio
 
 
+class _Stoppable:
+    """A server process this module started: stopped on exit from a `with` block, or by stop()."""
+
+    proc: subprocess.Popen | None
+
+    def start(self, *args: Any, **kwargs: Any):  # overridden
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 15.0) -> None:
+        stop_process(self.proc, timeout)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
 @dataclass
-class LabelStudioServer:
+class LabelStudioServer(_Stoppable):
     """A Label Studio server on 127.0.0.1 with sqlite in `data_dir` and local files served from `files_root`."""
 
     data_dir: Path
@@ -129,21 +147,12 @@ class LabelStudioServer:
         """Log in through the form and create a personal access token (a JWT refresh token)."""
         return create_personal_access_token(self.url, self.email, self.password)
 
-    def stop(self, timeout: float = 15.0) -> None:
-        stop_process(self.proc, timeout)
-
-    def __enter__(self) -> "LabelStudioServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
 
 # ---------------------------------------------------------------------------------------------------- the backend
 
 
 @dataclass
-class BackendServer:
+class BackendServer(_Stoppable):
     """This project's ML backend (`python -m labelstudio_backend`) as a separate process on 127.0.0.1."""
 
     model_dir: Path
@@ -222,15 +231,6 @@ class BackendServer:
 
     def log(self, lines: int = 80) -> str:
         return tail(self.log_path, lines) if self.log_path else ""
-
-    def stop(self, timeout: float = 15.0) -> None:
-        stop_process(self.proc, timeout)
-
-    def __enter__(self) -> "BackendServer":
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 if __name__ == "__main__":  # manual check: start LS, print URL + PAT, wait for Ctrl-C

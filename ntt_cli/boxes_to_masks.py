@@ -5,22 +5,20 @@ the annotated box. A box whose mask comes back empty keeps the box rectangle as 
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ntt_cli.coco import load_coco, resolve_images
-from ntt_cli.console import log, plural, progress
+from ntt_cli.console import command_parser, log, plural, progress
 from ntt_cli.engine_options import add_engine_options, build_engine, engine_config
 from ntt_cli.files import write_json
 from ntt_cli.memory_build import load, masks_from_boxes, usable_box
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("boxes-to-masks", help="box-only COCO annotations -> RLE masks via SAM2",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(subparsers, "boxes-to-masks", "box-only COCO annotations -> RLE masks via SAM2", __doc__)
     p.add_argument("input", type=Path, metavar="IN.json")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT.json")
     p.add_argument("--images", type=Path, metavar="DIR",

@@ -62,3 +62,12 @@ def plural(count: int, word: str) -> str:
 def examples(items: Sequence[Any], limit: int = 5) -> str:
     shown = ", ".join(str(x) for x in list(items)[:limit])
     return shown + (f", … ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def command_parser(subparsers, name: str, summary: str, doc: str | None):
+    """One `ntt` command's parser: `summary` in `ntt --help`, the module's docstring (`doc`) as its --help text."""
+    import argparse
+
+    return subparsers.add_parser(name, help=summary, description=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+

@@ -5,7 +5,6 @@ without any of them stay in the set; detections of other classes are ignored).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import io
@@ -17,15 +16,14 @@ from typing import Any
 import numpy as np
 
 from ntt_cli.coco import category_ids_named, load_coco
-from ntt_cli.console import CliError, examples, log, plural
+from ntt_cli.console import CliError, command_parser, examples, log, plural
 from ntt_cli.files import read_json, write_json
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="COCOeval bbox + segm, per-class AP table",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(subparsers, "eval", "COCOeval bbox + segm, per-class AP table", __doc__)
     p.add_argument("gt", type=Path, metavar="GT.json")
     p.add_argument("results", type=Path, metavar="RESULTS.json")
     p.add_argument("--classes", nargs="+", metavar="NAME", help="evaluate only these class names (novel classes)")

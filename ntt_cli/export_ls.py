@@ -8,7 +8,6 @@ predictions`: the most recent prediction). A task whose chosen annotation has no
 """
 from __future__ import annotations
 
-import argparse
 import math
 from collections import Counter
 from pathlib import Path
@@ -18,15 +17,14 @@ from urllib.parse import parse_qs, unquote, urlparse
 import numpy as np
 
 from ntt_cli.coco import load_coco
-from ntt_cli.console import CliError, log, plural, progress
+from ntt_cli.console import CliError, command_parser, log, plural, progress
 from ntt_cli.files import read_json, write_json
 
 KINDS = {"brushlabels": "brushlabels", "polygonlabels": "polygonlabels", "rectanglelabels": "rectanglelabels"}
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("export-ls", help="Label Studio JSON export -> COCO with RLE masks",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(subparsers, "export-ls", "Label Studio JSON export -> COCO with RLE masks", __doc__)
     p.add_argument("export", type=Path, metavar="EXPORT.json", help="Label Studio export in the 'JSON' format")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="COCO.json")
     p.add_argument("--categories", type=Path, metavar="COCO.json", help="take category ids from this COCO json")

@@ -7,7 +7,6 @@ images and categories (what `ntt viz` reads).
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ntt_cli.coco import Coco, load_coco, resolve_images
-from ntt_cli.console import CliError, examples, log, plural, progress
+from ntt_cli.console import CliError, command_parser, examples, log, plural, progress
 from ntt_cli.engine_options import add_engine_options, build_engine, engine_config
 from ntt_cli.files import list_image_dir, sidecar, write_json
 from ntt_cli.inference import image_record
@@ -27,15 +26,15 @@ META_SUFFIX = ".meta.json"
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="predict instance masks -> COCO results json (resumable, Ray)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(subparsers, "predict", "predict instance masks -> COCO results json (resumable, Ray)",
+                       __doc__)
     p.add_argument("memory", type=Path, metavar="MEMORY.ntt")
     p.add_argument("input", type=Path, metavar="IMAGES_DIR_OR_COCO.json")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="RESULTS.json")
+    p.add_argument("--score-thr", type=float, default=0.0, help="drop detections scoring at or below this")
     p.add_argument("--images", type=Path, metavar="DIR", help="image folder for a COCO json input")
     p.add_argument("--categories", type=Path, metavar="COCO.json",
                    help="take category ids from this file (default: the input json's, else the memory's)")
-    p.add_argument("--score-thr", type=float, default=0.0, help="drop detections scoring at or below this")
     p.add_argument("--skip-missing", action="store_true", help="warn about missing image files instead of failing")
     p.add_argument("--restart", action="store_true", help="ignore an existing progress file and start over")
     p.add_argument("--ray", metavar="ADDRESS", help="run on a Ray cluster (host:port, 'auto') or 'local'")

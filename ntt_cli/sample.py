@@ -6,13 +6,12 @@ one seed the K-shot sets are nested (the 5-shot set is the first 5 of the 10-sho
 """
 from __future__ import annotations
 
-import argparse
 import random
 from pathlib import Path
 from typing import Any
 
 from ntt_cli.coco import category_ids_named, load_coco
-from ntt_cli.console import CliError, log, plural
+from ntt_cli.console import CliError, command_parser, log, plural
 from ntt_cli.files import write_json
 
 MIN_BOX_SIDE = 32
@@ -20,8 +19,7 @@ BORDER_MARGIN = 10
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("sample", help="seeded k-shot reference sampling (paper rules)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(subparsers, "sample", "seeded k-shot reference sampling (paper rules)", __doc__)
     p.add_argument("refs", type=Path, metavar="REFS.json", help="COCO json to sample references from")
     p.add_argument("--shots", "-k", type=int, required=True, help="instances per class (K)")
     p.add_argument("--seed", type=int, default=33, help="random seed (default 33, the paper's)")

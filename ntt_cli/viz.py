@@ -2,7 +2,6 @@
 images. Image files and class names come from `<results>.meta.json` (written by `ntt predict`) or from `--coco`."""
 from __future__ import annotations
 
-import argparse
 import colorsys
 from collections import defaultdict
 from pathlib import Path
@@ -11,15 +10,14 @@ from typing import Any
 import numpy as np
 
 from ntt_cli.coco import load_coco
-from ntt_cli.console import CliError, log, plural, progress
+from ntt_cli.console import CliError, command_parser, log, plural, progress
 from ntt_cli.files import read_json, sidecar
 
 CELL = (320, 240)
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("viz", help="PNG overlays of results + a contact sheet",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser(subparsers, "viz", "PNG overlays of results + a contact sheet", __doc__)
     p.add_argument("results", type=Path, metavar="RESULTS.json")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT_DIR")
     p.add_argument("--images", type=Path, metavar="DIR", help="image folder (default: the one predict used)")
