@@ -60,8 +60,8 @@ def address_refusal(address: str, allow_private: bool = False) -> str | None:
         return f"{address!r} is not an IP address"
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = _embedded_ipv4(ip)
-        reasons = [address_refusal(str(v4), allow_private) for v4 in embedded]
-        if embedded:
+        if embedded:  # judged by the IPv4 addresses it reaches, refused if any of them is
+            reasons = (address_refusal(str(v4), allow_private) for v4 in embedded)
             return next((f"{reason} (reached through {ip})" for reason in reasons if reason), None)
     if ip.is_link_local:
         return f"{ip} is link-local (cloud metadata endpoints live there)"

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import jwt
 import requests
 
+from labelstudio_backend.labelstudio.ids import integer_id
 from labelstudio_backend.labelstudio import strict_json
 
 log = logging.getLogger(__name__)
@@ -150,8 +151,7 @@ class LabelStudioAPI:
                 return []
         full = []
         for annotation in annotations:
-            if not isinstance(annotation, dict) or not isinstance(annotation.get("id"), int) or \
-                    isinstance(annotation.get("id"), bool):
+            if not isinstance(annotation, dict) or integer_id(annotation.get("id")) is None:
                 continue
             if "result" not in annotation:  # a list view without results: read the annotation itself
                 annotation = self.get_annotation(annotation["id"]) or {}

@@ -25,3 +25,8 @@ def parse_project_id(value: Any) -> int:
     if project < 0 or project > MAX_PROJECT_ID:
         raise ValueError(f"not a project id: {value!r}")
     return project
+
+
+def integer_id(value: Any) -> int | None:
+    """`value` when it is an id Label Studio could have sent (an int, and not a bool), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

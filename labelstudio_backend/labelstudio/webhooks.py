@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from labelstudio_backend.labelstudio.ids import parse_project_id
+from labelstudio_backend.labelstudio.ids import integer_id, parse_project_id
 
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED")
 DELETE_ACTIONS = ("ANNOTATIONS_DELETED",)
@@ -55,12 +55,12 @@ class SyncJob:
 
     @property
     def annotation_ids(self) -> list[int]:
-        ids = []
-        for annotation in self.annotations:
-            value = annotation.get("id")
-            if isinstance(value, int) and not isinstance(value, bool):
-                ids.append(value)
-        return ids
+        return [i for i in (integer_id(a.get("id")) for a in self.annotations) if i is not None]
+
+    @property
+    def is_resync(self) -> bool:
+        """A resync of the whole project (START_TRAINING, or SYNC from /setup): nobody waits for it to finish."""
+        return self.action in RESYNC_ACTIONS or self.action == SYNC
 
 
 def _as_list(value: Any) -> list[dict]:

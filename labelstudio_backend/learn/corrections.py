@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from labelstudio_backend.labelstudio.ids import integer_id
 from labelstudio_backend.labelstudio.label_config import LabelConfig
 from labelstudio_backend.labelstudio.regions import Region, parse_result
 from ntt_engine import Engine, MemoryBank, PromptSet, ReferenceError
@@ -107,8 +108,8 @@ def objects(engine: Engine, image: np.ndarray, regions: list[IdRegion], what: st
 def own_prediction(task: dict | None, annotation: dict, own: re.Pattern, get_prediction) -> tuple[dict | None, str]:
     """The prediction of this backend the annotation started from, or None and why not."""
     predictions = [p for p in ((task or {}).get("predictions") or []) if isinstance(p, dict)]
-    parent = annotation.get("parent_prediction")
-    if isinstance(parent, int) and not isinstance(parent, bool):
+    parent = integer_id(annotation.get("parent_prediction"))
+    if parent is not None:
         prediction = next((p for p in predictions if p.get("id") == parent), None)
         if prediction is None and get_prediction is not None:
             prediction = get_prediction(parent)

@@ -33,7 +33,8 @@ import numpy as np
 from labelstudio_backend.fetch.images import ImageFetchError
 from labelstudio_backend.labelstudio.label_config import LabelConfig, LabelConfigError, parse_label_config
 from labelstudio_backend.labelstudio.regions import geometry_items
-from labelstudio_backend.labelstudio.webhooks import ANNOTATION_ACTIONS, DELETE_ACTIONS, RESYNC_ACTIONS, SYNC, SyncJob
+from labelstudio_backend.labelstudio.ids import integer_id
+from labelstudio_backend.labelstudio.webhooks import ANNOTATION_ACTIONS, DELETE_ACTIONS, SYNC, SyncJob
 from labelstudio_backend.learn.corrections import IdRegion, Learned, learn, own_version_pattern, parse_regions
 from labelstudio_backend.learn.noop_events import is_older, same_entries, same_negative
 from labelstudio_backend.learn.resync import FullResync
@@ -68,23 +69,29 @@ class Synchronizer(FullResync):
         self.rt = runtime
 
     # ----- dispatch -----
-    def queued_form(self, job: SyncJob) -> SyncJob:
+    def queued_form(self, job: SyncJob) -> SyncJob | None:
         """What the event queue holds for `job` in API mode: only its ids (the worker re-reads the rest), or, when it
-        names more than MAX_EVENT_IDS annotations of a known project, one resync of that project, which the queue
-        merges with a resync already waiting (30 such events cost one resync, not 30)."""
-        if len(job.annotation_ids) > MAX_EVENT_IDS and job.project_id is not None:
-            self.rt.metrics.add("events_coalesced")
-            log.info("%s names %d annotations (more than %d): queued as a resync of project %d", job.action,
-                     len(job.annotation_ids), MAX_EVENT_IDS, job.project_id)
-            return SyncJob(SYNC, job.project_id)
-        return job.ids_only()
+        names more than MAX_EVENT_IDS annotations (too many to read one by one), one resync of its project, which
+        the queue merges with a resync already waiting (30 such events cost one resync, not 30); None (nothing to
+        queue) for such an event without a project id."""
+        count = len(job.annotation_ids)
+        if count <= MAX_EVENT_IDS:
+            return job.ids_only()
+        self.rt.metrics.add("events_coalesced")
+        if job.project_id is None:
+            log.warning("%s names %d annotations (more than %d) and no project; ignored", job.action, count,
+                        MAX_EVENT_IDS)
+            return None
+        log.info("%s names %d annotations (more than %d): queued as a resync of project %d", job.action, count,
+                 MAX_EVENT_IDS, job.project_id)
+        return SyncJob(SYNC, job.project_id)
 
     def handle(self, job: SyncJob) -> None:
         if job.action in ANNOTATION_ACTIONS:
             self.on_annotations(job)
         elif job.action in DELETE_ACTIONS:
             self.on_deleted(job)
-        elif job.action in RESYNC_ACTIONS or job.action == SYNC:
+        elif job.is_resync:
             if self.rt.api is None:
                 log.warning("%s for project %s: a resync needs LABEL_STUDIO_API_KEY (and LABEL_STUDIO_URL) to "
                             "read the annotations; nothing to do", job.action, job.project_id)
@@ -112,10 +119,8 @@ class Synchronizer(FullResync):
                 log.warning("%s without a project id; ignored", job.action)
                 return
             only_task = next(iter(job.tasks.values())) if len(job.tasks) == 1 else None
-            pairs = [(a, job.tasks.get(_int(a.get("task"))) or only_task) for a in job.annotations]
+            pairs = [(a, job.tasks.get(integer_id(a.get("task"))) or only_task) for a in job.annotations]
             self.apply(job.project_id, self._payload_config(job), pairs)
-            return
-        if self._too_many_ids(job):
             return
         by_project: dict[int, list[tuple[dict, dict | None]]] = {}
         configs: dict[int, LabelConfig] = {}
@@ -127,10 +132,10 @@ class Synchronizer(FullResync):
                 if job.project_id is not None:
                     self.remove(job.project_id, [annotation_id])
                 continue
-            known_project = _int(annotation.get("project")) or job.project_id
+            known_project = integer_id(annotation.get("project")) or job.project_id
             task = self.rt.api.get_task(annotation["task"], known_project) \
                 if isinstance(annotation.get("task"), int) else None
-            project_id = _int((task or {}).get("project")) or _int(annotation.get("project"))
+            project_id = integer_id((task or {}).get("project")) or integer_id(annotation.get("project"))
             if project_id is None or task is None:
                 log.warning("annotation %d: its task or project could not be read; ignored", annotation_id)
                 continue
@@ -142,22 +147,6 @@ class Synchronizer(FullResync):
             by_project.setdefault(project_id, []).append((annotation, task))
         for project_id, pairs in by_project.items():
             self.apply(project_id, configs[project_id], pairs)
-
-    def _too_many_ids(self, job: SyncJob) -> bool:
-        """API mode: True when the event names too many ids to read one by one; then its project is resynced (one
-        paged read of what Label Studio really holds), or, without a project id, the event is dropped."""
-        count = len(job.annotation_ids)
-        if count <= MAX_EVENT_IDS:
-            return False
-        self.rt.metrics.add("events_coalesced")
-        if job.project_id is None:
-            log.warning("%s names %d annotations (more than %d) and no project; ignored", job.action, count,
-                        MAX_EVENT_IDS)
-            return True
-        log.info("%s names %d annotations (more than %d): resyncing project %d instead of reading each",
-                 job.action, count, MAX_EVENT_IDS, job.project_id)
-        self.resync(job.project_id)
-        return True
 
     def _payload_config(self, job: SyncJob) -> LabelConfig | None:
         try:
@@ -184,8 +173,6 @@ class Synchronizer(FullResync):
     # ----- deleted -----
     def on_deleted(self, job: SyncJob) -> None:
         ids = job.annotation_ids
-        if self.rt.api is not None and self._too_many_ids(job):
-            return
         if self.rt.api is not None:
             confirmed = []
             for annotation_id in ids:
@@ -260,11 +247,11 @@ class Synchronizer(FullResync):
             return None
 
     def _prepare(self, config: LabelConfig, annotation: dict, task: dict | None) -> Prepared | None:
-        annotation_id = _int(annotation.get("id"))
+        annotation_id = integer_id(annotation.get("id"))
         if annotation_id is None:
             log.warning("an annotation without an integer id; ignored")
             return None
-        task_id = _int(annotation.get("task")) or _int((task or {}).get("id"))
+        task_id = integer_id(annotation.get("task")) or integer_id((task or {}).get("id"))
         item = Prepared(annotation_id, task_id, annotation.get("updated_at"))
         if annotation.get("was_cancelled"):
             item.cancelled = True
@@ -276,8 +263,8 @@ class Synchronizer(FullResync):
             return None
         if task is not None and not isinstance(task, dict):
             task = None
-        named = _int(annotation.get("task"))
-        if task is not None and named is not None and _int(task.get("id")) not in (None, named):
+        named = integer_id(annotation.get("task"))
+        if task is not None and named is not None and integer_id(task.get("id")) not in (None, named):
             log.warning("annotation %d names task %d, but the task it came with is %s: its image is not that "
                         "task's; ignored", annotation_id, named, task.get("id"))
             self.rt.metrics.add("annotations_malformed")
@@ -373,7 +360,3 @@ class Synchronizer(FullResync):
             engine.remove_reference(ref, memory=snap.memory)
             log.warning("annotation %d: no usable region left; removed its earlier references", item.annotation_id)
         snap.state.annotations[key] = record
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

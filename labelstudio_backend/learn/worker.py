@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Callable
 
-from labelstudio_backend.labelstudio.webhooks import RESYNC_ACTIONS, SYNC, SyncJob
+from labelstudio_backend.labelstudio.webhooks import SyncJob
 from labelstudio_backend.learn.sync import Synchronizer
 from labelstudio_backend.metrics import Metrics
 from labelstudio_backend.store.in_flight import ProjectActivity
@@ -43,7 +43,7 @@ class SyncWorker:
     def submit(self, job: SyncJob) -> bool:
         """False when the queue is full, by count or by bytes (the caller answers 503); True when queued or when the
         job duplicates a queued resync."""
-        resync = job.action in RESYNC_ACTIONS or job.action == SYNC
+        resync = job.is_resync
         with self._lock:
             if resync and job.project_id in self._pending_resyncs:
                 return True
@@ -114,7 +114,7 @@ class SyncWorker:
     def _process(self, job: SyncJob) -> None:
         with self._lock:
             self._queued_bytes -= job.size_bytes
-            if job.action in RESYNC_ACTIONS or job.action == SYNC:
+            if job.is_resync:
                 self._pending_resyncs.discard(job.project_id)
         started = time.perf_counter()
         before = self._revision(job.project_id)
@@ -134,7 +134,7 @@ class SyncWorker:
         finally:
             if self.markers is not None:
                 self.markers.release(job.project_id)
-            if job.action not in RESYNC_ACTIONS and job.action != SYNC:
+            if not job.is_resync:
                 self.activity.release(job.project_id)
             elapsed = time.perf_counter() - started
             self.metrics.time("sync", elapsed)

@@ -32,6 +32,7 @@ from filelock import FileLock, Timeout
 
 from labelstudio_backend.fetch.images import ImageFetchError
 from labelstudio_backend.labelstudio.client import LabelStudioAPIError
+from labelstudio_backend.labelstudio.ids import integer_id
 from labelstudio_backend.labelstudio.label_config import LabelConfigError
 from labelstudio_backend.learn.corrections import own_version_pattern
 from labelstudio_backend.predict.predictor import Predictor
@@ -162,7 +163,7 @@ class Refresher:
             self.rt.metrics.add("refresh_errors")
             return stats
         for task in tasks:
-            if not isinstance(task, dict) or not isinstance(task.get("id"), int) or isinstance(task.get("id"), bool):
+            if not isinstance(task, dict) or integer_id(task.get("id")) is None:
                 stats.failed += 1
                 log.warning("project %d: a listed task without an id is skipped: %.200r", project, task)
                 continue
@@ -267,7 +268,7 @@ def _own_predictions(task: dict, own: re.Pattern) -> list[dict]:
     """This engine's predictions on a listed task, oldest first."""
     predictions = task.get("predictions")
     return sorted((p for p in (predictions if isinstance(predictions, list) else [])
-                   if isinstance(p, dict) and isinstance(p.get("id"), int) and not isinstance(p.get("id"), bool)
+                   if isinstance(p, dict) and integer_id(p.get("id")) is not None
                    and own.match(str(p.get("model_version", "")))), key=lambda p: p["id"])
 
 

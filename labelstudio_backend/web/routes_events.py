@@ -8,7 +8,7 @@ import dataclasses
 
 from flask import Blueprint, jsonify
 
-from labelstudio_backend.labelstudio.webhooks import RESYNC_ACTIONS, SYNC, EventError, parse_webhook
+from labelstudio_backend.labelstudio.webhooks import EventError, parse_webhook
 from labelstudio_backend.web.backend import current_backend
 from labelstudio_backend.web.requests import BadRequest, body_bytes, error_response, json_body, retry_later
 
@@ -28,9 +28,11 @@ def webhook():
     # the queue holds what the worker will use: the payload itself, or (API mode) only the ids it re-reads
     job = backend.synchronizer.queued_form(job) if rt.api is not None else \
         dataclasses.replace(job, size_bytes=len(body_bytes()))
+    if job is None:
+        return jsonify(status="ignored")
     if not worker.submit(job):
         return retry_later("the event queue is full; retry later", 5)
-    applied = job.project_id is not None and job.action not in (*RESYNC_ACTIONS, SYNC) and \
+    applied = job.project_id is not None and not job.is_resync and \
         worker.activity.wait_project(job.project_id, rt.settings.webhook_wait)  # LS serves the next task after this
     if job.outcome.error is not None:  # it ran and failed: say so (the project is flagged for a resync)
         rt.metrics.add("webhooks_answered_failed")

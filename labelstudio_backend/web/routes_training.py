@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 from flask import Blueprint, jsonify, request
@@ -34,9 +33,8 @@ def train():
     if rt.api is not None:
         job = SyncJob(SYNC, project)
     else:
-        job = _annotations_job(project, body.get("annotations"))
-        if job is not None:  # it holds the body's annotations: counted against NTT_QUEUE_MAX_BYTES like a webhook
-            job = dataclasses.replace(job, size_bytes=len(body_bytes()))
+        # the job holds the body's annotations: counted against NTT_QUEUE_MAX_BYTES like a webhook
+        job = _annotations_job(project, body.get("annotations"), size_bytes=len(body_bytes()))
         if job is None:
             return jsonify(status="nothing to do", project=project,
                            message="no annotations in the body, and without LABEL_STUDIO_API_KEY there is "
@@ -48,7 +46,7 @@ def train():
     return jsonify(status="resync queued" if rt.api is not None else "annotations queued", project=project)
 
 
-def _annotations_job(project: int, tasks) -> SyncJob | None:
+def _annotations_job(project: int, tasks, size_bytes: int) -> SyncJob | None:
     if tasks is None:
         return None
     if not isinstance(tasks, list):
@@ -63,7 +61,7 @@ def _annotations_job(project: int, tasks) -> SyncJob | None:
                 annotations.append({**annotation, "task": task["id"]})
     if not annotations:
         return None
-    return SyncJob(ANNOTATION_ACTIONS[-1], project, tuple(annotations), by_id)
+    return SyncJob(ANNOTATION_ACTIONS[-1], project, tuple(annotations), by_id, size_bytes=size_bytes)
 
 
 @training.route("/versions", methods=["GET", "POST"])

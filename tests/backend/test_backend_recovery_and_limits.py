@@ -63,15 +63,20 @@ def test_a_result_that_is_not_a_list_is_ignored_not_a_negative(app, client, data
     assert snap(app).memory.revision == 0 and not snap(app).state.annotations
 
 
-def test_forged_update_of_a_real_annotation_changes_nothing_in_api_mode(make_app, dataset):
+def _api_project_with_annotation_7(make_app, dataset):
+    """An API-mode app whose fake Label Studio holds annotation 7 of the first positive image, learnt through its
+    webhook: (ls, app, client, image id)."""
     ls = FakeLabelStudio(dataset)
-
     app = api_mode_app(make_app, ls)
     client = app.test_client()
     image_id = dataset.positive_ids()[0]
-    task = ls.add_task(image_id)
-    ls.annotate(7, task, annotation_result(dataset, image_id))
+    ls.annotate(7, ls.add_task(image_id), annotation_result(dataset, image_id))
     send(app, client, created_webhook(dataset, 7, image_id, []))
+    return ls, app, client, image_id
+
+
+def test_forged_update_of_a_real_annotation_changes_nothing_in_api_mode(make_app, dataset):
+    ls, app, client, image_id = _api_project_with_annotation_7(make_app, dataset)
     revision = snap(app).memory.revision
     assert revision == 1
     forged = created_webhook(dataset, 7, image_id, annotation_result(dataset, dataset.positive_ids()[1]),
@@ -83,14 +88,7 @@ def test_forged_update_of_a_real_annotation_changes_nothing_in_api_mode(make_app
 def test_resync_removes_a_memory_reference_without_a_state_record(make_app, dataset):
     """After a crash between the memory write and the state write, a reference may lack its record: a resync must
     still notice that Label Studio no longer has it."""
-    ls = FakeLabelStudio(dataset)
-
-    app = api_mode_app(make_app, ls)
-    client = app.test_client()
-    image_id = dataset.positive_ids()[0]
-    task = ls.add_task(image_id)
-    ls.annotate(7, task, annotation_result(dataset, image_id))
-    send(app, client, created_webhook(dataset, 7, image_id, []))
+    ls, app, client, image_id = _api_project_with_annotation_7(make_app, dataset)
     store = app.extensions["ntt"].runtime.store
     with store.edit(PROJECT) as current:
         current.state.annotations.clear()  # the record is gone, the reference is not

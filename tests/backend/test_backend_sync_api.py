@@ -198,3 +198,6 @@ def test_events_naming_too_many_ids_are_queued_as_one_resync(app, client, ls, da
         assert response.status_code == 200 and response.json["status"] == "queued", response.json
     assert worker.pending == 1
     assert app.extensions["ntt"].runtime.metrics.counters["events_coalesced"] == 30
+    no_project = {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 900_000 + i} for i in range(101)]}
+    assert client.post("/webhook", json=no_project).json["status"] == "ignored"  # nothing to resync
+    assert worker.pending == 1
