@@ -22,11 +22,13 @@ def image_record(engine, source: Any, index: int, image_id: Any, category_ids: d
     height, width = int(pixels.shape[0]), int(pixels.shape[1])
     results = []
     for inst in instances:
-        rle = mask_to_rle(inst.mask)
+        mask = inst.full_mask()  # one original-size mask at a time
+        rle = mask_to_rle(mask)
         results.append({"image_id": image_id, "category_id": category_ids[inst.label],
                         "bbox": [float(v) for v in inst.bbox], "score": round(float(inst.score), SCORE_DECIMALS),
                         "segmentation": {"size": [height, width], "counts": rle["counts"]},
-                        "area": int(inst.mask.sum())})
+                        "area": int(mask.sum())})
+        del mask
     return {"index": index, "image_id": image_id, "width": width, "height": height, "results": results}
 
 

@@ -38,7 +38,7 @@ def masks_from_boxes(engine, image: np.ndarray, boxes_xywh: list) -> list[np.nda
     from ntt_engine import PromptSet
 
     boxes = np.asarray([xywh_to_xyxy(b) for b in boxes_xywh], np.float32).reshape(-1, 4)
-    return [inst.mask for inst in engine.segment(image, PromptSet(boxes=boxes))]
+    return [inst.mask for inst in engine.segment(image, PromptSet(boxes=boxes))]  # working size: add_reference takes it
 
 
 def usable_box(ann: dict, width: int, height: int) -> bool:

@@ -51,8 +51,9 @@ class EngineConfig:
     learn_from_corrections: bool = True
     correction_temperature: float = 0.05
     # --- input limits ---
-    max_image_pixels: int = 40_000_000  # refuse larger images (decompression bombs; full-res output masks)
-    max_image_side: int = 4096  # larger images are downscaled (bounded memory), results mapped back
+    max_image_pixels: int = 40_000_000  # refuse larger images before decoding (decompression bombs: 3 bytes a pixel)
+    max_image_side: int = 1024  # the working size: larger images are downscaled first (memory per image bounded
+    # whatever the resolution; the backbones see 1024 px at most anyway); masks are mapped back one at a time
     # --- runtime ---
     device: str = "auto"
     precision: str = "auto"  # "auto" = bf16/fp16 autocast on CUDA, fp32 on CPU; "fp32" always (paper parity)

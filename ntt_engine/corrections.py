@@ -15,6 +15,8 @@ from typing import Callable, Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .mask_frames import common_frame
+
 # How much detail a region kind carries: when several regions are one object, the most detailed one is kept.
 KIND_DETAIL = {"mask": 3, "polygon": 2, "box": 1}
 
@@ -69,14 +71,15 @@ class CorrectionDiff:
 
 
 def mask_iou(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray:
-    """[len(a), len(b)] IoU of boolean masks of one image size."""
+    """[len(a), len(b)] IoU of boolean masks of one image: of one size, or some at the engine's working size and
+    some at the original's (compared at the smaller size)."""
     if not len(a) or not len(b):
         return np.zeros((len(a), len(b)), np.float64)
-    shapes = {np.shape(m) for m in (*a, *b)}
-    if len(shapes) != 1:
-        raise ValueError(f"masks of one image must share a size, got sizes {sorted(shapes)}")
-    def encode(masks: Sequence[np.ndarray]) -> list:
-        return mask_utils.encode(np.asfortranarray(np.stack(masks, -1).astype(bool).astype(np.uint8)))
+    both = common_frame([*a, *b])
+    a, b = both[:len(a)], both[len(a):]
+    def encode(masks: Sequence[np.ndarray]) -> list:  # one mask at a time: no [H, W, n] copies of large images
+        return [mask_utils.encode(np.asfortranarray(np.asarray(m, bool).view(np.uint8)[:, :, None]))[0]
+                for m in masks]
 
     return np.asarray(mask_utils.iou(encode(a), encode(b), [0] * len(b)), np.float64).reshape(len(a), len(b))
 

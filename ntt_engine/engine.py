@@ -22,9 +22,9 @@ from .backbones import build_encoder, build_proposer, pick_device
 from .cache import ByteLRU
 from .config import EngineConfig
 from .corrections import LabelledMask
-from .export import mask_to_bbox
 from .image_io import ImageSource, bounded, load_image
 from .matching import MatchSettings, class_aware_nms, classify, nms_cap, select_detections, upsample_logits
+from .mask_frames import scaled_bbox
 from .memory import MemoryBank, MemoryEntry, MemoryFormatError
 from .pooling import pool_proposals
 from .prompting import coarse_grid, inside_masks, paper_grid, similarity_peaks
@@ -58,17 +58,24 @@ class ImageAnalysis:
 
 @dataclass(frozen=True)
 class PreparedImage:
-    original: np.ndarray  # RGB uint8 at the caller's resolution
-    work: np.ndarray  # bounded copy the backbones see
+    """One image as the engine works on it: every mask, feature and proposal of it lives at `work`'s size, bounded
+    by `max_image_side` (so memory per image does not grow with the resolution); outputs carry `original_size`."""
+
+    work: np.ndarray  # RGB uint8, the caller's image downscaled to at most max_image_side
+    original_size: tuple[int, int]  # (H, W) of the caller's image
     key: str
 
     @property
-    def original_size(self) -> tuple[int, int]:
-        return self.original.shape[0], self.original.shape[1]
+    def work_size(self) -> tuple[int, int]:
+        return self.work.shape[0], self.work.shape[1]
 
     @property
     def scale(self) -> float:
-        return self.work.shape[0] / self.original.shape[0]
+        return self.work.shape[0] / self.original_size[0]
+
+    def instance(self, label: str, score: float, mask: np.ndarray, quality: float) -> Instance:
+        """A detection from its working-size mask, its box in original pixels."""
+        return Instance(label, score, mask, scaled_bbox(mask, self.original_size), quality, self.original_size)
 
 
 class Engine:
@@ -155,7 +162,7 @@ class Engine:
             prepared = self._prepare(image, image_key)
             if boxes is not None:
                 masks = self._masks_from_boxes(prepared, np.asarray(boxes, np.float32).reshape(-1, 4))
-            masks = check_masks(list(masks or []), list(labels), prepared.original_size)
+            masks = check_masks(list(masks or []), list(labels), prepared.original_size, prepared.work_size)
             if not masks:
                 raise ReferenceError("a reference needs at least one region; use add_negative for an image "
                                      "without any of the classes")
@@ -236,11 +243,11 @@ class Engine:
                     floor = [thresholds.get(prototypes.labels[c], -1.0) for c in detections.label.tolist()]
                     keep &= detections.score >= torch.tensor(floor)
                 index, label, score = detections.index[keep], detections.label[keep], detections.score[keep]
-                masks = upsample_logits(analysis.proposals.logits[index], prepared.original_size)
+                masks = upsample_logits(analysis.proposals.logits[index], prepared.work_size)
                 for mask, cls, value, proposal in zip(masks.numpy(), label.tolist(), score.tolist(), index.tolist()):
                     if mask.any():
-                        instances.append(Instance(prototypes.labels[cls], float(value), mask, mask_to_bbox(mask),
-                                                  float(analysis.proposals.quality[proposal])))
+                        instances.append(prepared.instance(prototypes.labels[cls], float(value), mask,
+                                                           float(analysis.proposals.quality[proposal])))
             return instances
 
     def segment(self, image: ImageSource, prompts: PromptSet, image_key: str | None = None) -> list[Instance]:
@@ -248,8 +255,8 @@ class Engine:
         with self._lock:
             prepared = self._prepare(image, image_key)
             proposals = self._segment(prepared, prompts)
-            masks = upsample_logits(proposals.logits, prepared.original_size).numpy()
-            return [Instance("", float(q), m, mask_to_bbox(m), float(q)) for m, q in zip(masks, proposals.quality)]
+            masks = upsample_logits(proposals.logits, prepared.work_size).numpy()
+            return [prepared.instance("", float(q), m, float(q)) for m, q in zip(masks, proposals.quality)]
 
     def analyse(self, image: ImageSource, image_key: str | None = None,
                 memory: MemoryBank | None = None) -> ImageAnalysis:
@@ -263,8 +270,11 @@ class Engine:
             raise ValueError(f"image of {original.shape[1]}x{original.shape[0]} pixels is above max_image_pixels="
                              f"{self.config.max_image_pixels}")
         work, _ = bounded(original, self.config.max_image_side)
-        key = image_key or hashlib.sha1(original.tobytes() + str(original.shape).encode()).hexdigest()
-        return PreparedImage(original, work, key)
+        if image_key is None:  # hashed in place: no second full-size copy
+            digest = hashlib.sha1(np.ascontiguousarray(original).data)
+            digest.update(str(original.shape).encode())
+            image_key = digest.hexdigest()
+        return PreparedImage(work, (original.shape[0], original.shape[1]), image_key)
 
     def _to_work(self, mask: np.ndarray, prepared: PreparedImage) -> np.ndarray:
         if prepared.work.shape[:2] == mask.shape:
@@ -371,7 +381,7 @@ class Engine:
         if bad.any():
             raise ReferenceError(f"boxes {boxes[bad].tolist()} are empty or outside the {width}x{height} image")
         proposals = self._segment(prepared, PromptSet(boxes=boxes))
-        return list(upsample_logits(proposals.logits, prepared.original_size).numpy())
+        return list(upsample_logits(proposals.logits, prepared.work_size).numpy())
 
     def _mine_negatives(self, analysis: ImageAnalysis, memory: MemoryBank) -> list[MemoryEntry]:
         prototypes = memory.prototypes()

@@ -23,7 +23,10 @@ class PooledReference:
     level: float  # self-similarity level (see pooling.pool_reference_with_level)
 
 
-def check_masks(masks: Sequence[np.ndarray], labels: Sequence[str], image_size: tuple[int, int]) -> list[np.ndarray]:
+def check_masks(masks: Sequence[np.ndarray], labels: Sequence[str], image_size: tuple[int, int],
+                work_size: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """Masks at the image's size, or at the engine's working size (`work_size`, for images it downscaled)."""
+    sizes = {tuple(image_size), tuple(work_size or image_size)}
     if len(masks) != len(labels):
         raise ReferenceError(f"got {len(masks)} masks but {len(labels)} labels")
     checked = []
@@ -31,7 +34,7 @@ def check_masks(masks: Sequence[np.ndarray], labels: Sequence[str], image_size: 
         if not isinstance(label, str) or not label:
             raise ReferenceError(f"region {i}: label must be a non-empty string, got {label!r}")
         mask = np.asarray(mask)
-        if mask.shape != tuple(image_size):
+        if mask.shape not in sizes:
             raise ReferenceError(f"region {i} ({label}): mask shape {mask.shape} differs from the image "
                                  f"{tuple(image_size)}")
         mask = mask.astype(bool)

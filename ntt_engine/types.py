@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .mask_frames import scale_mask
+
 
 @dataclass(frozen=True)
 class PatchFeatures:
@@ -68,13 +70,24 @@ class Proposals:
 
 @dataclass(frozen=True)
 class Instance:
-    """One detection in original image pixels. `bbox` is COCO xywh matching the mask extent exactly."""
+    """One detection. `mask` covers the whole image at the engine's working size, which is the original size
+    unless the image was larger than `max_image_side`; `full_mask()` gives it in original pixels. `bbox` is COCO
+    xywh in original pixels, matching `full_mask()`'s extent exactly."""
 
     label: str
     score: float
-    mask: np.ndarray  # [H, W] bool
+    mask: np.ndarray  # [h, w] bool
     bbox: tuple[float, float, float, float]
     quality: float = 0.0  # the proposer's predicted IoU, for information
+    image_size: tuple[int, int] | None = None  # (H, W) of the original image; None: the mask's own size
+
+    @property
+    def original_size(self) -> tuple[int, int]:
+        return tuple(self.image_size) if self.image_size is not None else self.mask.shape[:2]
+
+    def full_mask(self) -> np.ndarray:
+        """[H, W] bool in original pixels (built on each call: hold one at a time for large images)."""
+        return scale_mask(self.mask, self.original_size)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,10 @@ def test_mask_iou_matches_hand_computed_values():
     assert mask_iou([], [box(0, 0, 2, 2)]).shape == (0, 1)
     assert mask_iou([box(0, 0, 10, 10).astype(np.uint8) * 255], [box(0, 0, 10, 5)])[0, 0] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="share a size"):
-        mask_iou([box(0, 0, 2, 2)], [box(0, 0, 2, 2, size=(32, 32))])
+        mask_iou([box(0, 0, 2, 2)], [box(0, 0, 2, 2, size=(32, 16))])
+    # one image at its working size and at its original size: compared at the smaller size
+    assert mask_iou([box(0, 0, 8, 8, size=(24, 24))], [box(0, 0, 24, 24, size=(72, 72))])[0, 0] == 1.0
+    assert mask_iou([box(0, 0, 8, 8, size=(24, 24))], [box(0, 0, 12, 24, size=(72, 72))])[0, 0] == pytest.approx(0.5)
 
 
 def test_diff_unchanged_deleted_relabelled_moved_added():

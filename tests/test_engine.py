@@ -7,6 +7,7 @@ from ntt_engine.backbones.weightless import ColourTextureEncoder, ConnectedCompo
 from ntt_engine.prompting import paper_grid as grid_points
 from ntt_engine.synthetic import generate_dataset
 from ntt_engine.image_io import load_image
+from ntt_engine.export import mask_to_bbox
 from pycocotools.coco import COCO
 
 
@@ -191,8 +192,12 @@ def test_large_array_is_processed_bounded_and_mapped_back(data):
     engine, _, _ = make_engine(max_image_side=80)
     engine.add_reference("a", image, labels, masks)
     big = np.kron(image, np.ones((3, 3, 1), np.uint8))  # 480x360, processed at 80 px
-    for inst in engine.predict(big):
-        assert inst.mask.shape == big.shape[:2]
+    found = engine.predict(big)
+    assert found
+    for inst in found:
+        assert inst.mask.shape == (60, 80) and inst.original_size == big.shape[:2]  # masks stay at the working size
+        full = inst.full_mask()
+        assert full.shape == big.shape[:2] and inst.bbox == mask_to_bbox(full)
 
 
 def test_grid_points_follow_the_paper_frame():

@@ -19,6 +19,7 @@ from PIL import Image
 from labelstudio_backend.labelstudio.brush_rle import BrushRleError, decode_brush_values
 from labelstudio_backend.labelstudio.label_config import Control, LabelConfig
 from ntt_engine.export import mask_to_polygons, polygons_to_mask
+from ntt_engine.mask_frames import scale_mask
 
 REGION_TYPES = ("brushlabels", "polygonlabels", "rectanglelabels")
 # result types that mark an object on the image: an annotation with none of these is a negative (empty) one
@@ -266,14 +267,18 @@ def _base(control: Control, width: int, height: int, score: float) -> dict:
             "score": round(float(score), 4), "readonly": False}
 
 
-def brush_region(control: Control, label: str, mask: np.ndarray, score: float) -> dict:
-    height, width = mask.shape
+def brush_region(control: Control, label: str, mask: np.ndarray, score: float,
+                 image_size: tuple[int, int] | None = None) -> dict:
+    """`mask` covers the whole image at any size; the brush is drawn in `image_size`'s pixels (default: its own)."""
+    height, width = image_size or mask.shape
     return {**_base(control, width, height, score),
-            "value": {"format": "rle", "rle": encode_brush(mask), "brushlabels": [label]}}
+            "value": {"format": "rle", "rle": encode_brush(scale_mask(mask, (height, width))), "brushlabels": [label]}}
 
 
-def polygon_regions(control: Control, label: str, mask: np.ndarray, score: float) -> list[dict]:
-    height, width = mask.shape
+def polygon_regions(control: Control, label: str, mask: np.ndarray, score: float,
+                    image_size: tuple[int, int] | None = None) -> list[dict]:
+    """Outlines of `mask` (covering the whole image at any size) in percent; `image_size` names the original."""
+    height, width = image_size or mask.shape
     return [{**_base(control, width, height, score),
              "value": {"points": points, "closed": True, "polygonlabels": [label]}}
             for points in mask_to_polygons_percent(mask)]
@@ -287,10 +292,12 @@ def rectangle_region(control: Control, label: str, bbox_xywh: tuple[float, float
 
 
 def instance_regions(control: Control, label: str, mask: np.ndarray, bbox_xywh: tuple[float, float, float, float],
-                     score: float) -> list[dict]:
-    """The result regions of one instance for one output control."""
+                     score: float, image_size: tuple[int, int] | None = None) -> list[dict]:
+    """The result regions of one instance for one output control. `mask` may be at the engine's working size;
+    `image_size` (default: the mask's) is the original's, in whose pixels `bbox_xywh` is."""
+    size = image_size or mask.shape
     if control.tag == "BrushLabels":
-        return [brush_region(control, label, mask, score)]
+        return [brush_region(control, label, mask, score, size)]
     if control.tag == "PolygonLabels":
-        return polygon_regions(control, label, mask, score)
-    return [rectangle_region(control, label, bbox_xywh, mask.shape, score)]
+        return polygon_regions(control, label, mask, score, size)
+    return [rectangle_region(control, label, bbox_xywh, size, score)]

@@ -93,7 +93,7 @@ def objects(engine: Engine, image: np.ndarray, regions: list[IdRegion], what: st
         found = engine.segment(image, PromptSet(boxes=np.array([r.region.box for _, r in boxed], np.float32)))
         for (key, item), instance in zip(boxed, found):
             if instance.mask.any():
-                masks[key] = instance.mask
+                masks[key] = instance.full_mask()  # in the image's pixels, as the drawn regions
             else:
                 log.warning("%s: SAM found no object in the %s box %s; skipped", what, item.region.label,
                             [round(v, 1) for v in item.region.box])

@@ -85,7 +85,8 @@ class Predictor:
                 continue  # a label removed from the config since it was learnt
             scores.append(instance.score)
             regions = [r for control in controls
-                       for r in instance_regions(control, instance.label, instance.mask, instance.bbox, instance.score)]
+                       for r in instance_regions(control, instance.label, instance.mask, instance.bbox, instance.score,
+                                                  instance.original_size)]
             prefix = instance_prefix()  # one object: Label Studio keeps these ids when the annotator accepts it
             result += [{**region, "id": f"{prefix}-{k}"} for k, region in enumerate(regions)]
         self.rt.metrics.add("predictions")
@@ -136,7 +137,8 @@ class Predictor:
         for instance in found:
             if instance.mask.any():
                 scores.append(instance.score)
-                result += instance_regions(control, label, instance.mask, instance.bbox, instance.score)
+                result += instance_regions(control, label, instance.mask, instance.bbox, instance.score,
+                                           instance.original_size)
         return {"result": result, "score": round(float(max(scores)), 4) if scores else 0.0,
                 "model_version": version}
 

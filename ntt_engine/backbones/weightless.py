@@ -7,7 +7,7 @@ images `ntt_engine.synthetic` draws: flat-hued textured objects on a low-saturat
 - `ColourTextureEncoder` ("test-colour-texture-v1"): a `FeatureEncoder` whose cell features are a soft hue
   histogram (weighted by how chromatic the pixels are), an achromatic brightness histogram, and local gradient
   orientation statistics (texture), all non-negative.
-- `ConnectedComponentProposer` ("test-connected-components-v1"): a `ProposalGenerator` that splits the image into
+- `ConnectedComponentProposer` ("test-connected-components-v2"): a `ProposalGenerator` that splits the image into
   connected regions of one hue (chromatic pixels whose neighbours differ by < `hue_tolerance` degrees) or of
   achromatic pixels, and answers every click with the region under it.
 """
@@ -205,7 +205,7 @@ class ComponentMap:
 
 
 class ConnectedComponentProposer:
-    """TEST `ProposalGenerator` "test-connected-components-v1": one region per click, no weights.
+    """TEST `ProposalGenerator` "test-connected-components-v2": one region per click, no weights.
 
     `embed` partitions the image into 4-connected regions: neighbouring chromatic pixels join when their hues differ
     by less than `hue_tolerance` degrees (the bright and dark shades of a textured object share one hue, so stripes,
@@ -215,12 +215,13 @@ class ConnectedComponentProposer:
     Quality (SAM's predicted-IoU stand-in): `tiny_quality` for regions under `min_area` pixels, `background_quality`
     for regions larger than `max_fraction` of the image and for grey regions, otherwise 0.75–0.95 growing with how
     much of its bounding box the region fills. Masks are logits (+1 inside, −1 outside) at `resolution` (h, w), or at
-    the image's own size when None; they always cover the whole image.
+    the image's own size when None, squashed so that no side exceeds `max_side` (as SAM2's 256² logits: a proposal
+    costs the same memory on a large image); they always cover the whole image.
     """
 
     def __init__(self, resolution: int | tuple[int, int] | None = None, hue_tolerance: float = 8.0,
                  min_area: int = 20, max_fraction: float = 0.4, tiny_quality: float = 0.1,
-                 background_quality: float = 0.25):
+                 background_quality: float = 0.25, max_side: int = 512):
         if isinstance(resolution, int):
             resolution = (resolution, resolution)
         self.resolution = None if resolution is None else (int(resolution[0]), int(resolution[1]))
@@ -229,8 +230,9 @@ class ConnectedComponentProposer:
         self.max_fraction = float(max_fraction)
         self.tiny_quality = float(tiny_quality)
         self.background_quality = float(background_quality)
+        self.max_side = int(max_side)
         suffix = "" if self.resolution is None else f"-{self.resolution[0]}x{self.resolution[1]}"
-        self.name = "test-connected-components-v1" + suffix
+        self.name = "test-connected-components-v2" + suffix  # v2: masks of large images at most max_side
 
     def __repr__(self) -> str:
         return f"ConnectedComponentProposer(resolution={self.resolution}) [TEST backbone]"
@@ -273,7 +275,7 @@ class ConnectedComponentProposer:
                            quality)
         quality = np.where(areas < self.min_area, self.tiny_quality, quality)
 
-        out_h, out_w = self.resolution or (height, width)
+        out_h, out_w = self.resolution or (min(height, self.max_side), min(width, self.max_side))
         rows = np.minimum(((np.arange(out_h) + 0.5) * height / out_h).astype(np.int64), height - 1)
         cols = np.minimum(((np.arange(out_w) + 0.5) * width / out_w).astype(np.int64), width - 1)
         return ComponentMap(labels, areas.astype(np.int64), quality.astype(np.float32), is_colour,

@@ -140,12 +140,21 @@ def test_refresh_replaces_own_stale_predictions_and_leaves_other_models_alone(lo
 
 def test_data_manager_prediction_score_is_set(loop: Loop):
     s = loop
-    version = s.version()
-    # Label Studio learns the model_version at /setup (each next task, the settings page): here, by listing backends
-    assert ls_model_version(s.api, s.project, s.ml["id"]) == version
-    tasks = s.api.list_tasks(s.project)
-    current = [t for t in tasks if any(p["model_version"] == version for p in t["predictions"])]
-    assert current, "no task carries a prediction of the current version"
+
+    def settled():
+        """A listing taken while Label Studio's model_version is the backend's (a refresh pass of an earlier change
+        may still be replacing predictions, and Label Studio scores only those of its current version)."""
+        version = s.version()
+        # Label Studio learns the model_version at /setup (each next task, the settings page): here, by listing
+        if ls_model_version(s.api, s.project, s.ml["id"]) != version:
+            return None
+        tasks = s.api.list_tasks(s.project)
+        current = [t for t in tasks if any(p["model_version"] == version for p in t["predictions"])]
+        scored = all(t["predictions_score"] is not None for t in current)
+        return (version, current) if current and scored and s.version() == version else None
+
+    version, current = wait_until(settled, WAIT_S, interval=1.0, what="every task of the current version scored",
+                                 proc=s.backend.proc, log=s.backend.log_path)
     for task in current:
         ours = next(p for p in task["predictions"] if p["model_version"] == version)
         assert task["predictions_score"] is not None, task["id"]
