@@ -102,6 +102,7 @@ class Settings:
     refresh_tasks: int = 20  # NTT_REFRESH_TASKS: tasks re-predicted after each memory change (0: off)
     learn_from_corrections: bool | None = None  # NTT_LEARN_FROM_CORRECTIONS; None: the engine config's (on)
     calibrate_leave_one_out: bool = True  # NTT_CALIBRATE_LEAVE_ONE_OUT: observations from hand-drawn references
+    redraw_iou: float = 0.9  # NTT_REDRAW_IOU: a kept prediction below this IoU with the final mask was redrawn
 
     @property
     def auth_enabled(self) -> bool:
@@ -139,6 +140,7 @@ class Settings:
             config_file=Path(config) if config else None,
             device=_first(env, "NTT_DEVICE") or None,
             score_threshold=_float(env, "NTT_SCORE_THRESHOLD", None),
+            redraw_iou=_float(env, "NTT_REDRAW_IOU", 0.9),
             max_references_per_class=_int(env, "NTT_MAX_REFERENCES_PER_CLASS", None),
             local_files_root=Path(root) if root else None,
             allowed_hosts=hosts,
@@ -175,6 +177,8 @@ class Settings:
             raise SettingsError(f"LABEL_STUDIO_URL must start with http:// or https://, got {self.label_studio_url!r}")
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise SettingsError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        if not 0.0 < self.redraw_iou <= 1.0:
+            raise SettingsError(f"NTT_REDRAW_IOU must be in (0, 1], got {self.redraw_iou}")
         if self.score_threshold is not None and not 0.0 <= self.score_threshold <= 1.0:
             raise SettingsError(f"NTT_SCORE_THRESHOLD must be in [0, 1], got {self.score_threshold}")
         if self.max_references_per_class is not None and self.max_references_per_class < 1:

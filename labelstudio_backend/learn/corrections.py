@@ -31,6 +31,8 @@ import numpy as np
 from labelstudio_backend.labelstudio.ids import integer_id
 from labelstudio_backend.labelstudio.label_config import LabelConfig
 from labelstudio_backend.labelstudio.regions import Region, parse_result
+from labelstudio_backend.learn.effort import REDRAW_IOU, correction_effort, drawn_effort
+from labelstudio_backend.store import versions
 from ntt_engine import Engine, MemoryBank, PromptSet, ReferenceError
 from ntt_engine.calibration import ScoreObservation, leave_one_out, observations_from_diff
 from ntt_engine.corrections import CorrectionDiff, LabelledMask, diff_correction, merge_duplicates
@@ -67,6 +69,7 @@ class Learned:
     observations: list[ScoreObservation] = field(default_factory=list)
     missed: dict[str, int] = field(default_factory=dict)
     source: str = "drawn"  # "drawn" (no prediction), "correction <id>", or "copy <id>"
+    effort: dict = field(default_factory=dict)  # learn/effort.py
 
 
 def parse_regions(result: Any, config: LabelConfig, image_size: tuple[int, int]) -> tuple[list[IdRegion], list[str]]:
@@ -189,10 +192,12 @@ def pool(engine: Engine, image: np.ndarray, references: list[LabelledMask], nega
 
 def learn(engine: Engine, image: np.ndarray, config: LabelConfig, annotation: dict, task: dict | None,
           final: list[IdRegion], memory: MemoryBank, ref: str, own: re.Pattern, get_prediction=None,
-          learn_from_corrections: bool = True, leave_one_out_observations: bool = True) -> Learned:
+          learn_from_corrections: bool = True, leave_one_out_observations: bool = True,
+          redraw_iou: float = REDRAW_IOU) -> Learned:
     what = f"annotation {annotation.get('id')}"
     final_objects = objects(engine, image, final, what)
     learned = Learned(merged=len(final) - len(final_objects))
+    learned.effort = drawn_effort(final_objects, annotation.get("lead_time"))
     references, negatives = final_objects, []
     prediction, why = own_prediction(task, annotation, own, get_prediction) if learn_from_corrections else \
         (None, "learning from corrections is off")
@@ -213,6 +218,7 @@ def learn(engine: Engine, image: np.ndarray, config: LabelConfig, annotation: di
             negatives = []
         else:
             learned.source = f"correction {prediction.get('id')}"
+            learned.effort = correction_effort(diff, redraw_iou, annotation.get("lead_time"))
             learned.observations, learned.missed = observations_from_diff(diff)
             log.info("%s corrects prediction %s: %d kept (%d moved), %d deleted, %d relabelled, %d added", what,
                      prediction.get("id"), len(diff.kept), sum(k.moved for k in diff.kept), len(diff.deleted),
@@ -227,4 +233,4 @@ def learn(engine: Engine, image: np.ndarray, config: LabelConfig, annotation: di
 
 
 def own_version_pattern(engine: Engine) -> re.Pattern:
-    return re.compile(rf"^{re.escape(engine.model_id)}\.r\d+$")
+    return versions.own_version_pattern(engine.model_id)

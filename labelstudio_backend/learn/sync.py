@@ -299,7 +299,8 @@ class Synchronizer(FullResync):
         item.learned = learn(engine, item.image, config, item.annotation, item.task, item.regions, memory,
                              ref_id(item.annotation_id), own_version_pattern(engine),
                              self.rt.api.get_prediction if self.rt.api is not None else None,
-                             self._learns_from_corrections(engine), self.rt.settings.calibrate_leave_one_out)
+                             self._learns_from_corrections(engine), self.rt.settings.calibrate_leave_one_out,
+                             self.rt.settings.redraw_iou)
         self.rt.metrics.add("regions_merged", item.learned.merged)
         self.rt.metrics.add("correction_negatives", item.learned.negatives)
 
@@ -343,6 +344,7 @@ class Synchronizer(FullResync):
             record.observations = [[o.label, round(float(o.score), 5), bool(o.correct)]
                                    for o in item.learned.observations if 0.0 <= o.score <= 1.0]
             record.missed = dict(item.learned.missed)
+            record.effort = item.learned.effort
             if same_entries(snap.memory, ref, entries):
                 if previous is not None:  # a duplicate: its leave-one-out ran against another memory, and
                     # thresholds that moved without the revision would give one model_version two answers

@@ -19,7 +19,7 @@ from labelstudio_backend.labelstudio.label_config import LabelConfig
 from labelstudio_backend.labelstudio.regions import RegionError, instance_regions, percent, rectangle_to_box
 from labelstudio_backend.learn.corrections import instance_prefix
 from labelstudio_backend.predict.task_score import Thresholds, shown, task_certainty
-from labelstudio_backend.predict.thresholds import project_thresholds
+from labelstudio_backend.predict.thresholds import project_thresholds, project_version
 from labelstudio_backend.runtime import Runtime
 from labelstudio_backend.store.projects import ProjectSnapshot
 from ntt_engine import Engine, PromptSet
@@ -46,7 +46,7 @@ class Predictor:
     def predict_tasks(self, snap: ProjectSnapshot, config: LabelConfig, tasks: list[Any],
                       context: Any = None) -> list[dict]:
         engine = self.rt.engine()
-        version = engine.version_of(snap.memory)
+        version = project_version(engine, snap, self.rt.settings.score_threshold)
         if isinstance(context, dict) and tasks:
             interactive = self.interactive(engine, config, tasks[0], context, version)
             if interactive is not None:

@@ -8,7 +8,7 @@ What (API mode only, one background thread per process, bounded):
 - the first NTT_REFRESH_TASKS tasks nobody has annotated or skipped, by id (the order of Label Studio's sequential
   label stream; with uncertainty or random sampling the stream picks among the same tasks);
 - a task that already has a prediction of the current version keeps it (older own versions are deleted);
-- else the newest of *this backend's own* predictions on it (model_version = this engine's id + ".r<revision>") is
+- else the newest of *this backend's own* predictions on it (this engine's id, any revision) is
   replaced in place (PATCH: its id stays, so an annotator who has the task open can still submit, since the
   submit names that id as parent_prediction), older own ones are deleted, and a task without one gets a new one;
 - predictions of other models, and tasks with annotations, are never touched;
@@ -36,7 +36,7 @@ from labelstudio_backend.labelstudio.ids import integer_id
 from labelstudio_backend.labelstudio.label_config import LabelConfigError
 from labelstudio_backend.learn.corrections import own_version_pattern
 from labelstudio_backend.predict.predictor import Predictor
-from labelstudio_backend.predict.thresholds import project_thresholds
+from labelstudio_backend.predict.thresholds import project_thresholds, project_version
 from labelstudio_backend.runtime import EngineUnavailable, Runtime
 from labelstudio_backend.store.in_flight import PredictsInFlight
 
@@ -195,7 +195,7 @@ class Refresher:
         snap = self.rt.store.snapshot(project)
         if len(snap.memory) == 0:
             return False  # nothing learnt (any more): predictions would be empty
-        version = stats.model_version = engine.version_of(snap.memory)
+        version = stats.model_version = project_version(engine, snap, self.rt.settings.score_threshold)
         stats.tasks += 1
         mine = _own_predictions(task, own)
         if any(p["model_version"] == version for p in mine):  # e.g. Label Studio's own /predict made it

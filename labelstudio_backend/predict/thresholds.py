@@ -5,7 +5,7 @@ predictions the annotator kept (correct) or deleted/relabelled (wrong), or, for 
 the leave-one-out predictions of its image matched to what was drawn; plus the objects no prediction found. Per
 class, the threshold maximising F1 over all of them is used (ntt_engine.calibration); a class without observations
 uses DEFAULT_THRESHOLD. Deleting an annotation deletes its record, hence its observations. The thresholds derive
-from state.json, which changes together with the memory revision, so model_version moves when they do.
+from state.json; model_version names them (store/versions.py), so it moves whenever they do.
 An explicit threshold wins: the project's extra_params {"score_threshold": x}, else NTT_SCORE_THRESHOLD.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from labelstudio_backend.predict.task_score import Thresholds
 from labelstudio_backend.store.projects import ProjectState
+from labelstudio_backend.store.versions import model_version
 from ntt_engine.calibration import ScoreObservation, calibrate_thresholds
 
 DEFAULT_THRESHOLD = 0.5
@@ -35,6 +36,12 @@ def project_thresholds(state: ProjectState, env_threshold: float | None) -> Thre
         for label, count in (record.missed or {}).items():
             missed[label] = missed.get(label, 0) + int(count)
     return Thresholds(DEFAULT_THRESHOLD, _calibrated(tuple(sorted(observations)), tuple(sorted(missed.items()))))
+
+
+def project_version(engine: Any, snap: Any, env_threshold: float | None) -> str:
+    """The model_version of a project's predictions now: engine, memory revision and thresholds."""
+    thresholds = project_thresholds(snap.state, env_threshold)
+    return model_version(engine.model_id, snap.memory.revision, thresholds.default, thresholds.per_class)
 
 
 def _usable(observation: object) -> bool:

@@ -61,6 +61,7 @@ class AnnotationRecord:
     source: str = "drawn"  # "drawn", "correction <prediction id>", "copy <prediction id>"
     observations: list = field(default_factory=list)  # [label, score, correct] for threshold calibration
     missed: dict = field(default_factory=dict)  # label -> objects no prediction found
+    effort: dict = field(default_factory=dict)  # what it cost the annotator (learn/effort.py); {} for none
 
 
 @dataclass

@@ -38,6 +38,7 @@ from labelstudio_backend.store.pending_markers import PendingMarkers
 from labelstudio_backend.web.admission import Admission
 from labelstudio_backend.web.backend import EXTENSION, Backend
 from labelstudio_backend.web.hooks import max_body_bytes, register_hooks
+from labelstudio_backend.web.routes_dashboard import dashboard
 from labelstudio_backend.web.routes_events import events
 from labelstudio_backend.web.routes_ml import ml
 from labelstudio_backend.web.routes_status import status
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes(settings)  # narrowed per route by the hooks
     app.extensions[EXTENSION] = backend
     register_hooks(app, settings, backend.runtime.metrics)
-    for blueprint in (status, ml, events, training):
+    for blueprint in (status, ml, events, training, dashboard):
         app.register_blueprint(blueprint)
     return app
 

@@ -17,6 +17,7 @@ from flask import Blueprint, jsonify
 from labelstudio_backend.labelstudio.label_config import LabelConfigError, parse_label_config
 from labelstudio_backend.labelstudio.webhooks import SYNC, SyncJob
 from labelstudio_backend.learn.resync import RESYNC_STALE_S
+from labelstudio_backend.predict.thresholds import project_version
 from labelstudio_backend.store.in_flight import wait_for_events
 from labelstudio_backend.web.backend import Backend, current_backend
 from labelstudio_backend.web.requests import (
@@ -56,14 +57,13 @@ def setup():
         with rt.store.edit(project) as snap:
             snap.state.label_config = config.xml
             if threshold != snap.state.score_threshold:
-                snap.state.score_threshold = threshold
-                snap.memory.touch()  # model_version changes, so Label Studio re-predicts
+                snap.state.score_threshold = threshold  # the thresholds, hence model_version, change
                 backend.refresher.notify(project)
     _maybe_resync(backend, project)
     if warning:
         log.warning("project %d: /setup %s", project, warning)
-        return jsonify(model_version=engine.version_of(snap.memory), warning=warning)
-    return jsonify(model_version=engine.version_of(snap.memory))
+        return jsonify(model_version=project_version(engine, snap, rt.settings.score_threshold), warning=warning)
+    return jsonify(model_version=project_version(engine, snap, rt.settings.score_threshold))
 
 
 @ml.post("/predict")

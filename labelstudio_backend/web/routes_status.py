@@ -6,7 +6,7 @@ import logging
 
 from flask import Blueprint, Response, jsonify, request
 
-from labelstudio_backend.predict.thresholds import threshold_gauges
+from labelstudio_backend.predict.thresholds import project_version, threshold_gauges
 from labelstudio_backend.runtime import Runtime
 from labelstudio_backend.web.backend import current_backend
 
@@ -57,4 +57,4 @@ def _one_project(rt: Runtime, project: int) -> dict:
             **threshold_gauges(rt, snap),
             "negative_images": len(snap.memory.negative_images),
             "annotations": len(snap.state.annotations),
-            "model_version": rt.engine().version_of(snap.memory)}
+            "model_version": project_version(rt.engine(), snap, rt.settings.score_threshold)}

@@ -5,7 +5,7 @@
   /train instead. Both resync the project from Label Studio (API mode); without an API key /train applies the
   annotations of its body (which is all Label Studio sends).
 - GET /versions: Label Studio sends no body and no query (its GET drops the JSON it means to send), so without a
-  project the answer lists the current model_version (engine id + ".r" + memory revision) of every project this
+  project the answer lists the current model_version (store/versions.py) of every project this
   backend holds, the most recently changed first; with ?project= (or a JSON body), that project's.
 """
 from __future__ import annotations
@@ -15,6 +15,8 @@ import logging
 from flask import Blueprint, jsonify, request
 
 from labelstudio_backend.labelstudio.webhooks import ANNOTATION_ACTIONS, SYNC, SyncJob
+from labelstudio_backend.predict.thresholds import project_version
+from labelstudio_backend.store.projects import ProjectSnapshot, ProjectState
 from labelstudio_backend.web.backend import current_backend
 from labelstudio_backend.web.requests import (SETUP_ENGINE_WAIT_S, BadRequest, body_bytes, json_body, project_of,
                                               retry_later)
@@ -72,8 +74,10 @@ def versions():
     engine = rt.wait_engine(SETUP_ENGINE_WAIT_S)
     if value not in (None, ""):
         snap = rt.store.snapshot(project_of(value, "/versions"))
-        return jsonify(versions=[engine.version_of(snap.memory)])
+        return jsonify(versions=[project_version(engine, snap, rt.settings.score_threshold)])
     snaps = sorted((rt.store.snapshot(p) for p in rt.store.projects()), key=lambda s: -s.state.updated_at)
-    listed = list(dict.fromkeys(engine.version_of(s.memory) for s in snaps))
-    return jsonify(versions=listed or [engine.version_of(engine.new_memory())], engine=engine.model_id,
-                   projects={str(s.state.project_id): engine.version_of(s.memory) for s in snaps})
+    by_project = {str(s.state.project_id): project_version(engine, s, rt.settings.score_threshold) for s in snaps}
+    empty = ProjectSnapshot(ProjectState(0), engine.new_memory())  # what a project without references serves
+    listed = list(dict.fromkeys(by_project.values()))
+    return jsonify(versions=listed or [project_version(engine, empty, rt.settings.score_threshold)],
+                   engine=engine.model_id, projects=by_project)

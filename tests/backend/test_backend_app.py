@@ -4,6 +4,7 @@ import copy
 
 import pytest
 
+from labelstudio_backend.store.versions import revision_of
 from ntt_engine import MemoryBank
 
 from support.backend_helpers import (LABEL_CONFIG, PROJECT, annotation_result, created_webhook, learn, predict, region_for,
@@ -23,7 +24,7 @@ def test_setup_sample(client, app):
     response = client.post("/setup", json=body)
     assert response.status_code == 400 and "label config" in response.json["error"]
     version = setup(client)
-    assert version.startswith("synthetic-") and version.endswith(".r0")
+    assert version.startswith("synthetic-") and revision_of(version) == 0
     assert snap(app).state.label_config == LABEL_CONFIG
     assert client.post("/setup", json=body).json["model_version"] == version  # the stored config serves now
 
@@ -56,7 +57,22 @@ def test_score_threshold_from_extra_params_changes_version_and_filters(app, clie
     assert sum(len(r["result"]) for r in strict) < loose
     assert all(region["score"] > 0.999 for r in strict for region in r["result"])
     assert setup(client, extra_params='{"score_threshold": 0.999}') == strict_version  # unchanged: same version
-    assert setup(client, extra_params=None) != strict_version  # back to NTT_SCORE_THRESHOLD
+    # the version names the thresholds: it moved without a memory change, and comes back with them
+    assert revision_of(strict_version) == revision_of(version) == snap(app).memory.revision
+    assert setup(client, extra_params=None) == version  # back to NTT_SCORE_THRESHOLD
+
+
+def test_model_version_follows_the_environment_threshold_across_a_restart(make_app, dataset):
+    app = make_app()
+    client = app.test_client()
+    learn(app, client, dataset, kinds=("brush",))
+    version = setup(client)
+    app.extensions["ntt"].worker.stop()
+    restarted = make_app(score_threshold=0.8)  # same MODEL_DIR and memory, another NTT_SCORE_THRESHOLD
+    changed = setup(restarted.test_client())
+    assert changed != version and revision_of(changed) == revision_of(version)
+    task = task_for(dataset, dataset.positive_ids()[5])
+    assert predict(restarted.test_client(), [task])[0]["model_version"] == changed
 
 
 # ------------------------------------------------------------------------------------------------ webhooks
@@ -70,7 +86,7 @@ def test_created_adds_references_and_changes_model_version(app, client, dataset)
     assert sum(current.memory.counts().values()) == len(labels)
     assert current.state.annotations["3"].kind == "reference"
     after = setup(client)
-    assert after != before and after.endswith(f".r{current.memory.revision}")
+    assert after != before and revision_of(after) == current.memory.revision
     directory = app.extensions["ntt"].runtime.settings.model_dir / str(PROJECT)
     assert (directory / "memory.ntt").exists() and (directory / "state.json").exists()
 
@@ -250,7 +266,7 @@ def test_memory_of_another_encoder_is_set_aside(app, client, dataset):
     state = store.project_dir(PROJECT) / "state.json"
     state.write_text(state.read_text().replace('"revision": 0', '"revision": 7'))
     version = setup(client)
-    assert version.endswith(".r8")  # served empty at once, but a read writes nothing: the next write sets it aside
+    assert revision_of(version) == 8  # served empty at once, but a read writes nothing: the next write sets it aside
     assert not list(store.project_dir(PROJECT).glob("memory.ntt.incompatible-*"))
     with store.edit(PROJECT):
         pass

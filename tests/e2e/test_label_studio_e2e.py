@@ -168,7 +168,8 @@ def scenario(ls_api: LabelStudioAPI, synthetic, start_backend) -> Scenario:
 def test_connect_creates_webhook_and_syncs_empty_project(scenario: Scenario):
     s = scenario
     assert s.ml["state"] == "CO", s.ml
-    assert re.fullmatch(r"synthetic-[0-9a-f]+\.r\d+", s.ml["model_version"]), s.ml  # engine id + memory revision
+    # engine id + memory revision + the thresholds' digest
+    assert re.fullmatch(r"synthetic-[0-9a-f]+\.r\d+-[0-9a-f]{6}", s.ml["model_version"]), s.ml
     hooks = [h for h in s.api.list_webhooks(s.project) if h["url"].rstrip("/") == f"{s.backend.url}/webhook"]
     assert len(hooks) == 1 and hooks[0]["send_payload"] and hooks[0]["is_active"], hooks
     # with an API key, /setup syncs a project the backend has never seen (here: nothing to sync yet)

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from labelstudio_backend.store.versions import revision_of
 from support.backend_helpers import LABEL_CONFIG, PROJECT, created_webhook, task_for
 from support.reliability import (call, gauge, load_memory, metrics, setup_body, single_region, start_backend, strip_ids,
                          wait_until)
@@ -128,7 +129,7 @@ def _run(backend, ds, positives, model_dir, figure) -> None:
         codes[code] += 1
         if code == 200:
             by_version[version].add(json.dumps(results, sort_keys=True))
-    revisions = sorted(int(v.rsplit(".r", 1)[1]) for v in by_version)
+    revisions = sorted(revision_of(v) for v in by_version)
     assert set(codes) == {200}, dict(codes)
     assert revisions and base_revision <= revisions[0] and revisions[-1] <= final_revision
     inconsistent_versions = [v for v, outputs in by_version.items() if len(outputs) != 1]

@@ -19,7 +19,7 @@ from PIL import Image
 
 from support.backend_helpers import PROJECT, created_webhook, decode, region_for, task_for
 from support.reliability import (LogTail, RssSampler, call, gauge, load_memory, memory_bytes, png_bomb, setup_body,
-                                 start_backend, wait_idle)
+                                 start_backend, wait_idle, wait_until)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(400)]
 
@@ -86,6 +86,8 @@ def test_large_images_cost_bounded_memory(tmp_path, rel_dataset, preset, figure)
 
 def _run(backend, ds, model_dir, url: str, objects, preset: str) -> None:
     log = LogTail(backend.log_path)
+    wait_until(lambda: call(backend, "GET", "/health").json()["engine"] == "ready", 150, what="the engine",
+               proc=backend.proc, log=backend.log_path)
     assert call(backend, "POST", "/setup", json=setup_body()).status_code == 200
     # two complete annotations of the image (as two tasks): every object as a polygon, then as a brush drawn on the
     # whole 6000x6000 canvas

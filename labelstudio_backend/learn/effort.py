@@ -1,0 +1,67 @@
+"""What an annotation cost its annotator, as the project's dashboard counts it (issue 16).
+
+For an annotation that started from this backend's prediction, the diff with that prediction
+(ntt_engine.corrections.diff_correction) says, per region: kept unchanged, kept but redrawn (IoU between the
+predicted and the final mask below `redraw_iou`), relabelled, deleted, or added. An annotation drawn without a
+prediction counts every object as added and predicts nothing, so it never moves precision. The record is stored in
+the annotation's record of state.json: deleting the annotation removes it, a resync rebuilds it, and the project's
+figures are sums over the records (report/stats.py).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ntt_engine.corrections import CorrectionDiff, LabelledMask, mask_iou
+
+REDRAW_IOU = 0.9  # a kept mask below this IoU with its prediction was redrawn: one edit
+OUTCOMES = ("unchanged", "redrawn", "relabelled", "deleted", "added")
+
+
+def correction_effort(diff: CorrectionDiff, redraw_iou: float = REDRAW_IOU,
+                      lead_time: Any = None) -> dict[str, Any]:
+    counts = dict.fromkeys(OUTCOMES, 0)
+    per_class: dict[str, dict[str, int]] = {}
+
+    def count(label: str, *keys: str) -> None:
+        row = per_class.setdefault(label, {"predicted": 0, "kept": 0, "deleted": 0, "added": 0, "final": 0})
+        for key in keys:
+            row[key] += 1
+
+    for kept in diff.kept:
+        redrawn = mask_iou([kept.predicted.mask], [kept.final.mask])[0, 0] < redraw_iou
+        counts["redrawn" if redrawn else "unchanged"] += 1
+        count(kept.predicted.label, "predicted", "kept", "final")
+    for changed in diff.relabelled:
+        counts["relabelled"] += 1
+        count(changed.predicted.label, "predicted", "deleted")  # wrong for its old class,
+        count(changed.final.label, "added", "final")  # missed for its new one
+    for region in diff.deleted:
+        counts["deleted"] += 1
+        count(region.label, "predicted", "deleted")
+    for region in diff.added:
+        counts["added"] += 1
+        count(region.label, "added", "final")
+    return _record("correction", counts, per_class, lead_time)
+
+
+def drawn_effort(objects: Sequence[LabelledMask], lead_time: Any = None) -> dict[str, Any]:
+    """An annotation drawn without a prediction of this backend: every object added by hand."""
+    counts = dict.fromkeys(OUTCOMES, 0)
+    per_class: dict[str, dict[str, int]] = {}
+    for region in objects:
+        counts["added"] += 1
+        row = per_class.setdefault(region.label, {"predicted": 0, "kept": 0, "deleted": 0, "added": 0, "final": 0})
+        row["added"] += 1
+        row["final"] += 1
+    return _record("drawn", counts, per_class, lead_time)
+
+
+def edits(record: dict[str, Any]) -> int:
+    """Annotator actions an annotation took: deletions, additions, relabels and redrawn masks."""
+    return sum(int(record.get(key, 0)) for key in ("redrawn", "relabelled", "deleted", "added"))
+
+
+def _record(source: str, counts: dict[str, int], per_class: dict[str, dict[str, int]], lead_time: Any) -> dict:
+    seconds = float(lead_time) if isinstance(lead_time, (int, float)) and not isinstance(lead_time, bool) \
+        and 0 <= lead_time < 1e7 else None
+    return {"source": source, **counts, "lead_time": seconds, "per_class": dict(sorted(per_class.items()))}

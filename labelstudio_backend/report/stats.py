@@ -1,0 +1,85 @@
+"""A project's dashboard figures, summed from its annotation records (learn/effort.py) and its memory.
+
+Pure: state + memory + thresholds in, a JSON-ready dict out. Because every figure is a sum over the records of the
+annotations that exist now, deleting an annotation undoes its share and a resync, which rebuilds the records,
+gives the same numbers.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from labelstudio_backend.learn.effort import OUTCOMES, edits
+from labelstudio_backend.predict.task_score import Thresholds
+from labelstudio_backend.store.projects import ProjectState
+from ntt_engine import MemoryBank
+
+RECENT = 10  # the last corrections listed
+WINDOW = 5  # moving average of the effort curve, in tasks
+
+
+def project_stats(state: ProjectState, memory: MemoryBank, thresholds: Thresholds, threshold_source: str,
+                  model_version: str) -> dict[str, Any]:
+    records = sorted(((int(key), record) for key, record in state.annotations.items()
+                      if key.isdigit() and record.effort), key=lambda kr: kr[0])
+    corrections = [(key, r) for key, r in records if r.effort.get("source") == "correction"]
+    totals = {name: sum(int(r.effort.get(name, 0)) for _, r in records) for name in OUTCOMES}
+    lead = [r.effort["lead_time"] for _, r in records if r.effort.get("lead_time") is not None]
+    return {
+        "project": state.project_id,
+        "model_version": model_version,
+        "revision": memory.revision,
+        "annotations": {"counted": len(records), "from_predictions": len(corrections),
+                        "drawn": sum(1 for _, r in records if r.effort.get("source") == "drawn")},
+        "totals": {**totals, "edits": sum(edits(r.effort) for _, r in records),
+                   "hand_drawn_edits": sum(_objects(r.effort) for _, r in records),
+                   "mean_lead_time_s": round(sum(lead) / len(lead), 2) if lead else None},
+        "classes": _classes(corrections, memory, thresholds, threshold_source),
+        "curve": _curve(records),
+        "recent": [_row(key, r) for key, r in corrections[-RECENT:]][::-1],
+    }
+
+
+def _objects(effort: dict) -> int:
+    """Objects of the final annotation: what drawing everything by hand would have cost."""
+    return sum(int(row.get("final", 0)) for row in (effort.get("per_class") or {}).values())
+
+
+def _classes(corrections: list, memory: MemoryBank, thresholds: Thresholds, source: str) -> list[dict[str, Any]]:
+    counts: dict[str, dict[str, int]] = {}
+    for _, record in corrections:  # precision and recall only where there was a prediction to judge
+        for label, row in (record.effort.get("per_class") or {}).items():
+            total = counts.setdefault(label, dict.fromkeys(("predicted", "kept", "deleted", "added", "final"), 0))
+            for name in total:
+                total[name] += int(row.get(name, 0))
+    negatives: dict[str, int] = {}
+    for ref in memory.reference_ids():
+        for entry in memory.entries(ref):
+            if entry.negative:
+                negatives[entry.label] = negatives.get(entry.label, 0) + 1
+    references = memory.counts()
+    rows = []
+    for label in sorted(set(references) | set(negatives) | set(counts) | set(thresholds.per_class)):
+        c = counts.get(label, dict.fromkeys(("predicted", "kept", "deleted", "added", "final"), 0))
+        rows.append({"label": label, "references": references.get(label, 0), "negatives": negatives.get(label, 0),
+                     "threshold": round(thresholds.of(label), 4), "threshold_source": source, **c,
+                     "precision": round(c["kept"] / c["predicted"], 4) if c["predicted"] else None,
+                     "recall": round(c["kept"] / c["final"], 4) if c["final"] else None})
+    return rows
+
+
+def _curve(records: list) -> list[dict[str, Any]]:
+    points, window = [], []
+    for index, (key, record) in enumerate(records, start=1):
+        window = (window + [edits(record.effort)])[-WINDOW:]
+        points.append({"index": index, "annotation": key, "task": record.task_id, "edits": edits(record.effort),
+                       "hand_drawn": _objects(record.effort), "source": record.effort.get("source"),
+                       "moving_average": round(sum(window) / len(window), 3)})
+    return points
+
+
+def _row(key: int, record: Any) -> dict[str, Any]:
+    per_class = record.effort.get("per_class") or {}
+    return {"annotation": key, "task": record.task_id, "when": record.updated_at, "edits": edits(record.effort),
+            **{name: int(record.effort.get(name, 0)) for name in OUTCOMES},
+            "deleted_labels": {k: v["deleted"] for k, v in per_class.items() if v.get("deleted")},
+            "added_labels": {k: v["added"] for k, v in per_class.items() if v.get("added")}}

@@ -1,0 +1,40 @@
+"""model_version strings: `<engine id>.r<memory revision>-<thresholds digest>`.
+
+A prediction depends on the engine (its config and backbones' weights: the engine id, ntt_engine's `model_id`), on
+the project's memory (its revision) and on the per-class score thresholds its instances are filtered by (calibrated
+from the project's state, or set by extra_params or NTT_SCORE_THRESHOLD). The version names all three, so two
+different answers never share a version, whichever of them changed: a threshold set at /setup, a calibration that
+moved without a memory change, an NTT_SCORE_THRESHOLD changed across a restart.
+
+Versions of the form `<engine id>.r<revision>` (before the thresholds were named) are still recognised as this
+backend's own predictions.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Mapping
+
+DIGEST_CHARS = 6
+
+
+def thresholds_digest(default: float, per_class: Mapping[str, float]) -> str:
+    """Short stable digest of the thresholds a prediction is filtered by (rounded: float noise is not a change)."""
+    key = {"default": round(float(default), 6), "classes": {str(k): round(float(v), 6) for k, v in per_class.items()}}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:DIGEST_CHARS]
+
+
+def model_version(model_id: str, revision: int, default: float, per_class: Mapping[str, float]) -> str:
+    return f"{model_id}.r{int(revision)}-{thresholds_digest(default, per_class)}"
+
+
+def own_version_pattern(model_id: str) -> re.Pattern:
+    """Versions this engine made, whatever the revision and thresholds (and the older form without a digest)."""
+    return re.compile(rf"^{re.escape(model_id)}\.r\d+(?:-[0-9a-f]{{{DIGEST_CHARS}}})?$")
+
+
+def revision_of(version: str) -> int | None:
+    """The memory revision a version names, or None for a version not of this form."""
+    match = re.search(rf"\.r(\d+)(?:-[0-9a-f]{{{DIGEST_CHARS}}})?$", version)
+    return int(match.group(1)) if match else None
