@@ -1,13 +1,20 @@
 """Process-local counters for /metrics (JSON, or Prometheus text exposition). One instance per app.
 
-Label values (class labels come from the label config, so from users) are escaped as the text exposition format
-says: backslash, double quote and newline; a newline left as is would let a label forge whole metric lines."""
+The Prometheus text is rendered by prometheus-client from one scrape's numbers (a registry per scrape: no global
+state), which also escapes label values (class labels come from the label config, so from users) as the exposition
+format says."""
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Iterable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+OUTCOMES = ("predicted", "kept", "deleted", "added")  # what annotators did with predicted regions (report/stats.py)
 
 
 class Metrics:
@@ -39,39 +46,60 @@ class Metrics:
                     **gauges}
 
     def prometheus(self, gauges: dict[str, Any]) -> str:
-        q = label_value
-        lines = ["# TYPE ntt_requests_total counter"]
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Scrape([*self._process_families(gauges), *_project_families(gauges)]))
+        return generate_latest(registry).decode()
+
+    def _process_families(self, gauges: dict[str, Any]) -> list[Metric]:
+        requests = CounterMetricFamily("ntt_requests", "HTTP requests by route and status", labels=["route", "status"])
+        events = CounterMetricFamily("ntt_events", "what the backend did, by name (docs/api.md)", labels=["name"])
+        seconds = CounterMetricFamily("ntt_seconds", "wall time spent, by activity", labels=["name"])
         with self._lock:
             for (route, status), n in sorted(self.requests.items()):
-                lines.append(f'ntt_requests_total{{route="{q(route)}",status="{q(status)}"}} {n}')
-            lines.append("# TYPE ntt_events_total counter")
+                requests.add_metric([str(route), str(status)], n)
             for name, n in sorted(self.counters.items()):
-                lines.append(f'ntt_events_total{{name="{q(name)}"}} {n}')
-            lines.append("# TYPE ntt_seconds_total counter")
+                events.add_metric([name], n)
             for name, s in sorted(self.seconds.items()):
-                lines.append(f'ntt_seconds_total{{name="{q(name)}"}} {s:.3f}')
-        lines.append("# TYPE ntt_queue_length gauge")
-        lines.append(f"ntt_queue_length {_number(gauges.get('queue_length', 0))}")
-        lines.append("# TYPE ntt_memory_revision gauge")
-        lines.append("# TYPE ntt_references gauge")
-        lines.append("# TYPE ntt_score_threshold gauge")
-        for project in gauges.get("projects", []):
-            pid = project["project"]
-            if project["revision"] is None:  # the engine is not loaded yet, or the project is unreadable
-                continue
-            lines.append(f'ntt_memory_revision{{project="{q(pid)}"}} {_number(project["revision"])}')
-            for label, count in project["references"].items():
-                lines.append(f'ntt_references{{project="{q(pid)}",label="{q(label)}"}} {_number(count)}')
-            for label, value in project.get("thresholds", {}).items():
-                lines.append(f'ntt_score_threshold{{project="{q(pid)}",label="{q(label)}"}} {_number(value)}')
-        return "\n".join(lines) + "\n"
+                seconds.add_metric([name], s)
+        queue = GaugeMetricFamily("ntt_queue_length", "webhook events waiting for the worker",
+                                  value=_number(gauges.get("queue_length", 0)))
+        return [requests, events, seconds, queue]
 
 
-def label_value(value: Any) -> str:
-    """A Prometheus label value, escaped per the text exposition format."""
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class _Scrape:
+    """A prometheus-client collector over the metric families of one scrape."""
+
+    def __init__(self, families: Iterable[Metric]):
+        self.families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return iter(self.families)
 
 
-def _number(value: Any) -> str:
-    """A sample value: a number, never text that could end the line."""
-    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else "NaN"
+def _project_families(gauges: dict[str, Any]) -> list[Metric]:
+    revision = GaugeMetricFamily("ntt_memory_revision", "memory revision per project", labels=["project"])
+    references = GaugeMetricFamily("ntt_references", "references per project and class", labels=["project", "label"])
+    thresholds = GaugeMetricFamily("ntt_score_threshold", "score threshold per project and class",
+                                   labels=["project", "label"])
+    outcomes = CounterMetricFamily("ntt_region_outcomes", "predicted regions by what annotators did with them, and "
+                                   "objects they added, per project and class", labels=["project", "label", "outcome"])
+    for project in gauges.get("projects", []):
+        pid = str(project["project"])
+        if project["revision"] is None:  # the engine is not loaded yet, or the project is unreadable
+            continue
+        revision.add_metric([pid], _number(project["revision"]))
+        for label, count in project["references"].items():
+            references.add_metric([pid, str(label)], _number(count))
+        for label, value in project.get("thresholds", {}).items():
+            thresholds.add_metric([pid, str(label)], _number(value))
+        for label, row in project.get("region_outcomes", {}).items():
+            for outcome in OUTCOMES:
+                outcomes.add_metric([pid, str(label), outcome], _number(row.get(outcome, 0)))
+    return [revision, references, thresholds, outcomes]
+
+
+def _number(value: Any) -> float:
+    """A sample value: a number, else NaN."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return math.nan

@@ -316,6 +316,7 @@ def print_welcome(args: argparse.Namespace, ls_server: LabelStudioServer, backen
     say(f"  Label Studio: {url}/projects/{project}/data")
     say(f"  login:        {ls_server.email}   password: {ls_server.password}")
     say(f"  backend:      {backend.url}  (preset {preset}; log {backend.log_path})")
+    say(f"  dashboard:    {backend.url}/dashboard/{project}  (what the pre-labels save the annotators)")
     say("")
     say("  Next: open a task - its instance masks are pre-labelled (brush, polygon and box). Fix or delete a")
     say("  region and submit: the backend's memory updates at once and the next image follows. To pre-label")

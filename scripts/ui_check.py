@@ -12,7 +12,8 @@ What it does, every wait bounded:
   3. logs in with Chromium, opens the label stream, screenshots the task it serves (with its pre-annotations),
      submits it in the UI (the Submit button, else Ctrl+Enter), and screenshots the task served next;
   4. prints, for both tasks, what the UI showed (task id, regions on the canvas) and, through the API, the
-     model_version of each of the task's predictions against the backend's current one; writes OUT/report.json.
+     model_version of each of the task's predictions against the backend's current one; screenshots the Data
+     Manager and the backend's dashboard of the project; writes OUT/report.json.
 Exit code 0 when all of it ran (with --strict: only if the next task carries the new model_version), 1 when
 --strict fails, 2 on an error (then OUT/failure.png and failure.html show the page). Both servers and the browser are
 always stopped. Needs Debian's `chromium` + `chromium-driver` and `selenium`.
@@ -238,7 +239,12 @@ def run(args: argparse.Namespace) -> int:
                                      "settled": _revision(backend.get("/metrics").json(), project)}
         _say_revisions(report, args.settle)
         _data_manager_screenshot(driver, ls.url, project, out / "3-data-manager.png", args.ui_timeout)
-        report["screenshots"] = [str(out / f) for f in ("1-served-task.png", "2-next-task.png", "3-data-manager.png")]
+        driver.get(f"{backend.url}/dashboard/{project}")  # the backend's own page: what the pre-labels saved
+        wait_for("the dashboard", lambda: "Classes" in driver.page_source, args.ui_timeout)
+        driver.save_screenshot(str(out / "4-dashboard.png"))
+        report["dashboard"] = backend.get(f"/dashboard/{project}.json").json()["totals"]
+        report["screenshots"] = [str(out / f) for f in ("1-served-task.png", "2-next-task.png", "3-data-manager.png",
+                                                        "4-dashboard.png")]
         if args.strict and not report["next"]["has_current_version"]:
             say("--strict: the task served after the submit does not carry the backend's current model_version")
             return 1

@@ -232,5 +232,18 @@ def learn(engine: Engine, image: np.ndarray, config: LabelConfig, annotation: di
     return learned
 
 
+def empty_annotation_effort(engine: Engine, image: np.ndarray, config: LabelConfig, annotation: dict,
+                            task: dict | None, own: re.Pattern, get_prediction=None) -> dict:
+    """The effort of an annotation without any object: every region of the prediction it started from deleted
+    (none when that prediction was empty too: the model and the annotator agreed), else nothing drawn."""
+    prediction, _ = own_prediction(task, annotation, own, get_prediction)
+    if prediction is None:
+        return drawn_effort([], annotation.get("lead_time"))
+    what = f"annotation {annotation.get('id')} parent"
+    predicted, _ = parse_regions(prediction.get("result"), config, image.shape[:2])
+    predicted_objects = objects(engine, image, [r for r in predicted if r.score is not None], what)
+    return correction_effort(diff_correction(predicted_objects, []), lead_time=annotation.get("lead_time"))
+
+
 def own_version_pattern(engine: Engine) -> re.Pattern:
     return versions.own_version_pattern(engine.model_id)

@@ -35,7 +35,8 @@ from labelstudio_backend.labelstudio.label_config import LabelConfig, LabelConfi
 from labelstudio_backend.labelstudio.regions import geometry_items
 from labelstudio_backend.labelstudio.ids import integer_id
 from labelstudio_backend.labelstudio.webhooks import ANNOTATION_ACTIONS, DELETE_ACTIONS, SYNC, SyncJob
-from labelstudio_backend.learn.corrections import IdRegion, Learned, learn, own_version_pattern, parse_regions
+from labelstudio_backend.learn.corrections import (IdRegion, Learned, empty_annotation_effort, learn,
+                                                   own_version_pattern, parse_regions)
 from labelstudio_backend.learn.noop_events import is_older, same_entries, same_negative
 from labelstudio_backend.learn.resync import FullResync
 from labelstudio_backend.runtime import Runtime
@@ -293,6 +294,13 @@ class Synchronizer(FullResync):
 
     def _pool(self, engine: Engine, item: Prepared, config: LabelConfig, project_id: int) -> None:
         """Regions → memory entries and calibration observations, not yet stored (learn/corrections.py)."""
+        if not item.cancelled and not item.has_geometry:  # an image without objects: what did the prediction cost?
+            try:
+                item.learned = Learned(effort=empty_annotation_effort(
+                    engine, item.image, config, item.annotation, item.task, own_version_pattern(engine),
+                    self.rt.api.get_prediction if self.rt.api is not None else None))
+            except Exception as exc:  # noqa: BLE001 - the figures are secondary: the annotation is still learnt
+                log.warning("annotation %d: its effort could not be counted: %s", item.annotation_id, exc)
         if item.cancelled or not item.has_geometry or not item.regions:
             return
         memory = self.rt.store.snapshot(project_id).memory
@@ -329,6 +337,7 @@ class Synchronizer(FullResync):
         entries = item.learned.entries
         if not item.has_geometry:
             record.kind = "negative"
+            record.effort = item.learned.effort
             if same_negative(engine, snap, ref, previous, item.updated_at):
                 log.info("annotation %d: already a negative image; memory revision stays %d", item.annotation_id,
                          snap.memory.revision)

@@ -15,6 +15,7 @@ from ntt_engine import MemoryBank
 
 RECENT = 10  # the last corrections listed
 WINDOW = 5  # moving average of the effort curve, in tasks
+CLASS_COUNTS = ("predicted", "kept", "deleted", "added", "final")
 
 
 def project_stats(state: ProjectState, memory: MemoryBank, thresholds: Thresholds, threshold_source: str,
@@ -33,7 +34,7 @@ def project_stats(state: ProjectState, memory: MemoryBank, thresholds: Threshold
         "totals": {**totals, "edits": sum(edits(r.effort) for _, r in records),
                    "hand_drawn_edits": sum(_objects(r.effort) for _, r in records),
                    "mean_lead_time_s": round(sum(lead) / len(lead), 2) if lead else None},
-        "classes": _classes(corrections, memory, thresholds, threshold_source),
+        "classes": _classes(state, memory, thresholds, threshold_source),
         "curve": _curve(records),
         "recent": [_row(key, r) for key, r in corrections[-RECENT:]][::-1],
     }
@@ -44,13 +45,22 @@ def _objects(effort: dict) -> int:
     return sum(int(row.get("final", 0)) for row in (effort.get("per_class") or {}).values())
 
 
-def _classes(corrections: list, memory: MemoryBank, thresholds: Thresholds, source: str) -> list[dict[str, Any]]:
+def class_outcomes(state: ProjectState) -> dict[str, dict[str, int]]:
+    """Per class: regions predicted, kept, deleted (or relabelled away), objects added, and final objects, summed
+    over the annotations that corrected a prediction (precision and recall only where there was one to judge)."""
     counts: dict[str, dict[str, int]] = {}
-    for _, record in corrections:  # precision and recall only where there was a prediction to judge
+    for record in state.annotations.values():
+        if record.effort.get("source") != "correction":
+            continue
         for label, row in (record.effort.get("per_class") or {}).items():
-            total = counts.setdefault(label, dict.fromkeys(("predicted", "kept", "deleted", "added", "final"), 0))
+            total = counts.setdefault(label, dict.fromkeys(CLASS_COUNTS, 0))
             for name in total:
                 total[name] += int(row.get(name, 0))
+    return dict(sorted(counts.items()))
+
+
+def _classes(state: ProjectState, memory: MemoryBank, thresholds: Thresholds, source: str) -> list[dict[str, Any]]:
+    counts = class_outcomes(state)
     negatives: dict[str, int] = {}
     for ref in memory.reference_ids():
         for entry in memory.entries(ref):
@@ -59,7 +69,7 @@ def _classes(corrections: list, memory: MemoryBank, thresholds: Thresholds, sour
     references = memory.counts()
     rows = []
     for label in sorted(set(references) | set(negatives) | set(counts) | set(thresholds.per_class)):
-        c = counts.get(label, dict.fromkeys(("predicted", "kept", "deleted", "added", "final"), 0))
+        c = counts.get(label, dict.fromkeys(CLASS_COUNTS, 0))
         rows.append({"label": label, "references": references.get(label, 0), "negatives": negatives.get(label, 0),
                      "threshold": round(thresholds.of(label), 4), "threshold_source": source, **c,
                      "precision": round(c["kept"] / c["predicted"], 4) if c["predicted"] else None,

@@ -7,6 +7,7 @@ import logging
 from flask import Blueprint, Response, jsonify, request
 
 from labelstudio_backend.predict.thresholds import project_version, threshold_gauges
+from labelstudio_backend.report.stats import class_outcomes
 from labelstudio_backend.runtime import Runtime
 from labelstudio_backend.web.backend import current_backend
 
@@ -57,4 +58,5 @@ def _one_project(rt: Runtime, project: int) -> dict:
             **threshold_gauges(rt, snap),
             "negative_images": len(snap.memory.negative_images),
             "annotations": len(snap.state.annotations),
+            "region_outcomes": class_outcomes(snap.state),
             "model_version": project_version(rt.engine(), snap, rt.settings.score_threshold)}

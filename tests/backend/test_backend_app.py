@@ -237,7 +237,7 @@ def test_versions_and_metrics(app, client, dataset):
     assert sum(project["references"].values()) == len(dataset.instances(dataset.positive_ids()[0]))
     assert metrics["queue_length"] == 0 and metrics["counters"]["events_applied"] == 1
     text = client.get("/metrics?format=prometheus").data.decode()
-    assert 'ntt_memory_revision{project="4"}' in text and "ntt_queue_length 0" in text
+    assert 'ntt_memory_revision{project="4"}' in text and "ntt_queue_length 0.0" in text
 
 
 def test_processes_sharing_model_dir_see_each_others_changes(make_app, dataset):

@@ -6,6 +6,7 @@ import copy
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from labelstudio_backend.learn.effort import correction_effort, drawn_effort, edits
 from ntt_engine.corrections import LabelledMask, diff_correction
@@ -61,6 +62,12 @@ def test_a_correction_is_counted_and_deleting_it_undoes_it(app, client, dataset)
     assert all(row["precision"] is None or 0 <= row["precision"] <= 1 for row in rows.values())
     # the annotations drawn from scratch (learn()) predicted nothing: no precision from them
     assert before["annotations"]["drawn"] == 4 and all(row["precision"] is None for row in before["classes"])
+    # the same counts in /metrics, per project, label and outcome
+    text = client.get("/metrics?format=prometheus").get_data(as_text=True)
+    outcomes = {(s.labels["label"], s.labels["outcome"]): s.value for family in text_string_to_metric_families(text)
+                if family.name == "ntt_region_outcomes" for s in family.samples if s.labels["project"] == "4"}
+    assert outcomes == {(label, outcome): float(row[outcome]) for label, row in rows.items() if row["predicted"] or
+                        row["added"] for outcome in ("predicted", "kept", "deleted", "added")}
     send(app, client, {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": ANNOTATION}], "project": {"id": 4}})
     undone = client.get("/dashboard/4.json").json
     assert {k: undone[k] for k in ("totals", "annotations", "recent")} == \
@@ -115,3 +122,19 @@ def test_the_dashboard_needs_the_credentials_when_basic_auth_is_set(make_app):
     for path in ("/dashboard", "/dashboard/4", "/dashboard/4.json", "/dashboard/4/effort.png"):
         assert client.get(path).status_code == 401, path
     assert client.get("/dashboard", auth=("ann", "s3cret")).status_code == 200
+
+
+def test_an_annotation_without_objects_counts_the_prediction_it_rejected(app, client, dataset):
+    learn(app, client, dataset)
+    image_id = dataset.positive_ids()[5]
+    prediction = _predicted(app, client, dataset, image_id)
+    _annotate(app, client, dataset, image_id, [], parent=prediction["id"], predictions=[prediction])
+    record = snap(app).state.annotations[str(ANNOTATION)]
+    assert record.kind == "negative" and record.effort["source"] == "correction"
+    assert record.effort["deleted"] == len(_instances(prediction)) and edits(record.effort) == record.effort["deleted"]
+    # an empty prediction accepted as empty: the model and the annotator agreed, nothing to edit
+    empty = {**prediction, "id": 556, "result": [], "score": 0.0}
+    _annotate(app, client, dataset, image_id, [], parent=empty["id"], predictions=[empty])
+    record = snap(app).state.annotations[str(ANNOTATION)]
+    assert record.effort["source"] == "correction" and edits(record.effort) == 0
+    assert client.get("/dashboard/4.json").json["recent"][0]["edits"] == 0

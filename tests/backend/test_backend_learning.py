@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import logging
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from support.backend_helpers import (annotation_result, created_webhook, learn, predict, region_for, send,
                              setup, snap, task_for)
 
@@ -184,7 +186,9 @@ def test_calibrated_thresholds_are_used_by_default_and_shown_in_metrics(make_app
     again = predict(client, [task_for(dataset, image_id)])[0]
     assert not [r for r in again["result"] if r["value"][r["type"]] == [label]]
     text = client.get("/metrics?format=prometheus").get_data(as_text=True)
-    assert f'ntt_score_threshold{{project="4",label="{label}"}}' in text
+    samples = {(s.name, tuple(sorted(s.labels.items()))) for family in text_string_to_metric_families(text)
+               for s in family.samples}
+    assert ("ntt_score_threshold", (("label", label), ("project", "4"))) in samples
     # an explicit threshold wins over the calibration
     setup(client, extra_params='{"score_threshold": 0.7}')
     gauge = next(p for p in client.get("/metrics").json["projects"] if p["project"] == 4)

@@ -10,7 +10,7 @@ from label_studio_sdk.converter import brush
 
 from labelstudio_backend.labelstudio.brush_rle import BrushRleError, decode_brush_values
 from labelstudio_backend.fetch.images import address_refusal
-from labelstudio_backend.metrics import label_value
+from labelstudio_backend.metrics import Metrics
 from labelstudio_backend.labelstudio.ids import parse_project_id
 from labelstudio_backend.labelstudio.regions import encode_brush
 from labelstudio_backend.labelstudio.strict_json import JsonError, loads, nesting_depth
@@ -73,7 +73,10 @@ def test_bounded_decoder_refuses_wide_words_and_too_many_blocks():
 
 
 def test_prometheus_label_values_are_escaped():
-    assert label_value('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
+    gauges = {"projects": [{"project": 4, "revision": 1, "references": {'a"b\\c\nd': 2}}]}
+    text = Metrics().prometheus(gauges)
+    assert 'ntt_references{label="a\\"b\\\\c\\nd",project="4"} 2.0' in text
+    assert all(line.startswith(("#", "ntt_")) for line in text.splitlines() if line)  # no forged line
 
 
 @pytest.mark.parametrize("value", ["١٢", "١٢.1795614847", "٤"])
