@@ -73,9 +73,11 @@ class PreparedImage:
     def scale(self) -> float:
         return self.work.shape[0] / self.original_size[0]
 
-    def instance(self, label: str, score: float, mask: np.ndarray, quality: float) -> Instance:
+    def instance(self, label: str, score: float, mask: np.ndarray, quality: float,
+                 nearest: tuple[str, float] | None = None) -> Instance:
         """A detection from its working-size mask, its box in original pixels."""
-        return Instance(label, score, mask, scaled_bbox(mask, self.original_size), quality, self.original_size)
+        return Instance(label, score, mask, scaled_bbox(mask, self.original_size), quality, self.original_size,
+                        nearest)
 
 
 class Engine:
@@ -244,10 +246,13 @@ class Engine:
                     keep &= detections.score >= torch.tensor(floor)
                 index, label, score = detections.index[keep], detections.label[keep], detections.score[keep]
                 masks = upsample_logits(analysis.proposals.logits[index], prepared.work_size)
+                positives = memory.positive_examples()
                 for mask, cls, value, proposal in zip(masks.numpy(), label.tolist(), score.tolist(), index.tolist()):
                     if mask.any():
-                        instances.append(prepared.instance(prototypes.labels[cls], float(value), mask,
-                                                           float(analysis.proposals.quality[proposal])))
+                        name = prototypes.labels[cls]
+                        instances.append(prepared.instance(name, float(value), mask,
+                                                           float(analysis.proposals.quality[proposal]),
+                                                           _nearest(analysis.vectors[proposal], positives, name)))
             return instances
 
     def segment(self, image: ImageSource, prompts: PromptSet, image_key: str | None = None) -> list[Instance]:
@@ -394,6 +399,16 @@ class Engine:
         keep = keep[torch.argsort(score[keep], descending=True)][:MINED_NEGATIVES_PER_IMAGE]
         return [MemoryEntry(prototypes.labels[int(label[i])], analysis.vectors[i].numpy().astype(np.float32), True)
                 for i in keep]
+
+
+def _nearest(vector: torch.Tensor, examples: Any, label: str) -> tuple[str, float] | None:
+    """The reference of `label` most similar to a detection's descriptor: (its id, cosine)."""
+    rows = [i for i, name in enumerate(examples.labels) if name == label and i < len(examples.refs)]
+    if not rows:
+        return None
+    similarity = examples.vectors[rows] @ vector
+    best = int(torch.argmax(similarity))
+    return examples.refs[rows[best]], round(float(similarity[best]), 4)
 
 
 def _not_yet_prompted(points: np.ndarray, prompted: np.ndarray, tolerance: float = 0.5) -> np.ndarray:

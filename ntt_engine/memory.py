@@ -43,6 +43,7 @@ class Examples:
 
     labels: tuple[str, ...]  # [M] the class of each example (for a negative: the class it was wrongly predicted as)
     vectors: torch.Tensor  # [M, C], L2-normalised
+    refs: tuple[str, ...] = ()  # [M] the reference id each example was stored under (when known)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -172,7 +173,8 @@ class MemoryBank:
         if not chosen:
             return Examples((), torch.zeros((0, self.dim or 0)))
         return Examples(tuple(e.label for _, e in chosen),
-                        normalise(torch.from_numpy(np.stack([e.vector for _, e in chosen])).float()))
+                        normalise(torch.from_numpy(np.stack([e.vector for _, e in chosen])).float()),
+                        tuple(ref_id for ref_id, _ in chosen))
 
     def prototypes(self, negative: bool = False) -> Prototypes:
         """Per-class normalised mean of the (first `max_per_class`) vectors; classes without vectors are absent."""

@@ -80,6 +80,7 @@ class Instance:
     bbox: tuple[float, float, float, float]
     quality: float = 0.0  # the proposer's predicted IoU, for information
     image_size: tuple[int, int] | None = None  # (H, W) of the original image; None: the mask's own size
+    nearest: tuple[str, float] | None = None  # why: the reference of its class it is most similar to (id, cosine)
 
     @property
     def original_size(self) -> tuple[int, int]:

@@ -88,7 +88,8 @@ class Predictor:
                        for r in instance_regions(control, instance.label, instance.mask, instance.bbox, instance.score,
                                                   instance.original_size)]
             prefix = instance_prefix()  # one object: Label Studio keeps these ids when the annotator accepts it
-            result += [{**region, "id": f"{prefix}-{k}"} for k, region in enumerate(regions)]
+            why = {"text": [explanation(instance, thresholds, snap.state)]}  # the region's Details panel shows it
+            result += [{**region, "id": f"{prefix}-{k}", "meta": why} for k, region in enumerate(regions)]
         self.rt.metrics.add("predictions")
         self.rt.metrics.add("predicted_instances", len(scores))
         log.debug("task %s: %d instance(s) in %.2f s", task_id, len(scores), time.perf_counter() - started)
@@ -141,6 +142,18 @@ class Predictor:
                                            instance.original_size)
         return {"result": result, "score": round(float(max(scores)), 4) if scores else 0.0,
                 "model_version": version}
+
+
+def explanation(instance: Any, thresholds: Thresholds, state: Any) -> str:
+    """Why a region was predicted, for the annotator: its class, its score against the class's threshold, and the
+    reference it is most similar to (the Label Studio task it was labelled in)."""
+    text = f"{instance.label}: score {instance.score:.2f} (threshold {thresholds.of(instance.label):.2f})"
+    if instance.nearest is not None:
+        ref, similarity = instance.nearest
+        record = state.annotations.get(ref.split(":", 1)[1]) if ref.startswith("annotation:") else None
+        where = f"task {record.task_id}" if record is not None and record.task_id is not None else ref
+        text += f"; most similar reference: {where} (similarity {similarity:.2f})"
+    return text
 
 
 def parse_prompt(items: list[Any], image_size: tuple[int, int]) -> Prompt | None:

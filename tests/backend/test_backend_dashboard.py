@@ -10,7 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from labelstudio_backend.learn.effort import correction_effort, drawn_effort, edits
 from ntt_engine.corrections import LabelledMask, diff_correction
-from support.backend_helpers import annotation_result, created_webhook, learn, region_for, send, setup, snap
+from support.backend_helpers import (annotation_result, created_webhook, learn, predict, region_for, send, setup, snap,
+                                     task_for)
 from test_backend_learning import ANNOTATION, _annotate, _instances, _predicted
 
 
@@ -138,3 +139,24 @@ def test_an_annotation_without_objects_counts_the_prediction_it_rejected(app, cl
     record = snap(app).state.annotations[str(ANNOTATION)]
     assert record.effort["source"] == "correction" and edits(record.effort) == 0
     assert client.get("/dashboard/4.json").json["recent"][0]["edits"] == 0
+
+
+def test_each_predicted_region_says_why_it_was_predicted(app, client, dataset):
+    images = learn(app, client, dataset)
+    setup(client)
+    result = predict(client, [task_for(dataset, dataset.positive_ids()[6])])[0]["result"]
+    assert result
+    learnt_tasks = {100 + i for i in images}
+    for region in result:
+        (text,) = region["meta"]["text"]
+        label = region["value"][region["type"]][0]
+        assert text.startswith(f"{label}: score {region['score']:.2f} (threshold ")
+        task = int(text.split("most similar reference: task ")[1].split(" ")[0])
+        assert task in learnt_tasks  # a task whose annotation holds a reference of that class
+        similarity = float(text.rsplit("similarity ", 1)[1].rstrip(")"))
+        assert 0.0 < similarity <= 1.0
+    # one object's regions (brush, polygon, box) share one explanation
+    by_object: dict[str, set] = {}
+    for region in result:
+        by_object.setdefault(region["id"].split("-")[0], set()).add(region["meta"]["text"][0])
+    assert all(len(texts) == 1 for texts in by_object.values())
