@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from pycocotools import mask as mask_utils
@@ -289,3 +290,50 @@ def test_deleting_a_predicted_false_positive_removes_it_on_similar_tasks(ls_api:
     print(f"[e2e] {label} false positives on {len(similar)} similar task(s): {before_n} -> {after_n}", file=sys.stderr)
     assert after_n < before_n
     assert any(count(after, [t]) == 0 for t in similar)  # gone from at least one similar task
+
+
+def test_the_dashboard_counts_the_corrections_made_in_label_studio(loop: Loop):
+    """Issue 16 against the real Label Studio: a task labelled from its prediction with one object deleted and one
+    added is counted exactly so on the dashboard; the stored prediction's regions say why they were predicted."""
+    s = loop
+    version = s.version()
+    prefix = version.rsplit(".r", 1)[0] + ".r"
+    unlabelled = [t for t in s.api.list_tasks(s.project) if not t["total_annotations"]
+                  and not t["cancelled_annotations"]]
+
+    def with_objects() -> tuple[dict, dict] | None:
+        for task in unlabelled:
+            own = [p for p in _own(s.api.list_predictions(task=task["id"]), prefix) if p["model_version"] == version]
+            objects = {r["id"].split("-")[0] for r in own[-1]["result"]} if own else set()  # current: no refresh
+            if len(objects) >= 2:
+                return task, own[-1]
+        return None
+
+    task, prediction = wait_until(with_objects, WAIT_S, what="a task predicted with two objects or more",
+                                  proc=s.backend.proc, log=s.backend.log_path)
+    for region in prediction["result"]:  # stored by Label Studio with the explanation the backend gave
+        label = region["value"][region["type"]][0]
+        assert region["meta"]["text"][0].startswith(f"{label}: score "), region["meta"]
+        assert "most similar reference: task " in region["meta"]["text"][0]
+    deleted = prediction["result"][0]["id"].split("-")[0]
+    kept = [r for r in prediction["result"] if r["id"].split("-")[0] != deleted]
+    corner = np.zeros((prediction["result"][0]["original_height"], prediction["result"][0]["original_width"]), bool)
+    corner[:6, :6] = True  # a small object nothing predicted: one addition
+    added_label = s.names[min(s.names)]
+    before = s.backend.get(f"/dashboard/{s.project}.json").json()
+    annotation = s.api.create_annotation(task["id"], kept + [brush_result(corner, added_label, 99)],
+                                         parent_prediction=prediction["id"], lead_time=6.0)
+
+    def counted() -> dict | None:
+        stats = s.backend.get(f"/dashboard/{s.project}.json").json()
+        return stats if stats["recent"] and stats["recent"][0]["annotation"] == annotation["id"] else None
+
+    stats = wait_until(counted, WAIT_S, what="the correction on the dashboard", proc=s.backend.proc,
+                       log=s.backend.log_path)
+    row = stats["recent"][0]
+    assert (row["task"], row["deleted"], row["added"], row["relabelled"]) == (task["id"], 1, 1, 0), row
+    assert row["unchanged"] + row["redrawn"] == len({r["id"].split("-")[0] for r in kept})
+    assert stats["annotations"]["from_predictions"] == before["annotations"]["from_predictions"] + 1
+    assert stats["totals"]["deleted"] == before["totals"]["deleted"] + 1
+    page = s.backend.get(f"/dashboard/{s.project}")
+    assert page.status_code == 200 and all(name in page.text for name in s.names.values())
