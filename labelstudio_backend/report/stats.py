@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from labelstudio_backend.labelstudio.label_config import LabelConfigError, parse_label_config
 from labelstudio_backend.learn.effort import OUTCOMES, edits
 from labelstudio_backend.predict.task_score import Thresholds
 from labelstudio_backend.store.projects import ProjectState
@@ -68,13 +69,21 @@ def _classes(state: ProjectState, memory: MemoryBank, thresholds: Thresholds, so
                 negatives[entry.label] = negatives.get(entry.label, 0) + 1
     references = memory.counts()
     rows = []
-    for label in sorted(set(references) | set(negatives) | set(counts) | set(thresholds.per_class)):
+    every = set(references) | set(negatives) | set(counts) | set(thresholds.per_class) | _config_labels(state)
+    for label in sorted(every):  # every class of the label config, learnt or not yet
         c = counts.get(label, dict.fromkeys(CLASS_COUNTS, 0))
         rows.append({"label": label, "references": references.get(label, 0), "negatives": negatives.get(label, 0),
                      "threshold": round(thresholds.of(label), 4), "threshold_source": source, **c,
                      "precision": round(c["kept"] / c["predicted"], 4) if c["predicted"] else None,
                      "recall": round(c["kept"] / c["final"], 4) if c["final"] else None})
     return rows
+
+
+def _config_labels(state: ProjectState) -> set[str]:
+    try:
+        return set(parse_label_config(state.label_config).labels) if state.label_config else set()
+    except LabelConfigError:
+        return set()
 
 
 def _curve(records: list) -> list[dict[str, Any]]:
