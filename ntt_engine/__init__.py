@@ -3,9 +3,10 @@
 The method as a library: no Label Studio, no web server. See ALGORITHM.md for the math of each stage.
 """
 from .config import EngineConfig
-from .engine import Engine, ImageAnalysis
+from .engine import Engine
 from .image_io import ImageLoadError, load_image
 from .memory import MemoryBank, MemoryFormatError
+from .prepared import ImageAnalysis
 from .protocols import FeatureEncoder, ProposalGenerator
 from .references import ReferenceError
 from .types import Instance, PatchFeatures, PromptSet, Proposals

@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -24,60 +23,18 @@ from .config import EngineConfig
 from .corrections import LabelledMask
 from .image_io import ImageSource, bounded, load_image
 from .matching import MatchSettings, class_aware_nms, classify, nms_cap, select_detections, upsample_logits
-from .mask_frames import scaled_bbox
 from .memory import MemoryBank, MemoryEntry, MemoryFormatError
 from .pooling import pool_proposals
 from .prompting import coarse_grid, inside_masks, paper_grid, similarity_peaks
 from .protocols import FeatureEncoder, ProposalGenerator
 from .references import ReferenceError, check_masks, pool_references
 from .timing import StageTimes
+from .prepared import ImageAnalysis, PreparedImage
 from .types import Instance, PatchFeatures, PromptSet, Proposals
 
 log = logging.getLogger(__name__)
 
 MINED_NEGATIVES_PER_IMAGE = 10
-
-
-@dataclass(frozen=True)
-class ImageAnalysis:
-    """Per-image work reused after every memory change: features, proposals and their descriptors.
-
-    With similarity prompting it grows: a new memory state may add prompts, which are decoded once.
-    """
-
-    features: PatchFeatures
-    proposals: Proposals  # already through the quality gate
-    vectors: torch.Tensor  # [n, C] L2-normalised proposal descriptors
-    valid: torch.Tensor  # [n] False for empty masks
-    prompted: np.ndarray  # [p, 2] every point decoded so far (original pixels of the work image)
-
-    @property
-    def prompts_used(self) -> int:
-        return len(self.prompted)
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    """One image as the engine works on it: every mask, feature and proposal of it lives at `work`'s size, bounded
-    by `max_image_side` (so memory per image does not grow with the resolution); outputs carry `original_size`."""
-
-    work: np.ndarray  # RGB uint8, the caller's image downscaled to at most max_image_side
-    original_size: tuple[int, int]  # (H, W) of the caller's image
-    key: str
-
-    @property
-    def work_size(self) -> tuple[int, int]:
-        return self.work.shape[0], self.work.shape[1]
-
-    @property
-    def scale(self) -> float:
-        return self.work.shape[0] / self.original_size[0]
-
-    def instance(self, label: str, score: float, mask: np.ndarray, quality: float,
-                 nearest: tuple[str, float] | None = None) -> Instance:
-        """A detection from its working-size mask, its box in original pixels."""
-        return Instance(label, score, mask, scaled_bbox(mask, self.original_size), quality, self.original_size,
-                        nearest)
 
 
 class Engine:
@@ -110,11 +67,8 @@ class Engine:
 
     @property
     def model_version(self) -> str:
-        return self.version_of(self.memory)
-
-    def version_of(self, memory: MemoryBank) -> str:
-        """Engine id + memory revision: changes whenever predictions may change."""
-        return f"{self.model_id}.r{memory.revision}"
+        """Engine id + memory revision (the backend adds its thresholds: labelstudio_backend/store/versions.py)."""
+        return f"{self.model_id}.r{self.memory.revision}"
 
     def new_memory(self) -> MemoryBank:
         return MemoryBank(self.encoder.name, self.config.max_references_per_class)
@@ -252,7 +206,7 @@ class Engine:
                         name = prototypes.labels[cls]
                         instances.append(prepared.instance(name, float(value), mask,
                                                            float(analysis.proposals.quality[proposal]),
-                                                           _nearest(analysis.vectors[proposal], positives, name)))
+                                                           positives.nearest(analysis.vectors[proposal], name)))
             return instances
 
     def segment(self, image: ImageSource, prompts: PromptSet, image_key: str | None = None) -> list[Instance]:
@@ -399,16 +353,6 @@ class Engine:
         keep = keep[torch.argsort(score[keep], descending=True)][:MINED_NEGATIVES_PER_IMAGE]
         return [MemoryEntry(prototypes.labels[int(label[i])], analysis.vectors[i].numpy().astype(np.float32), True)
                 for i in keep]
-
-
-def _nearest(vector: torch.Tensor, examples: Any, label: str) -> tuple[str, float] | None:
-    """The reference of `label` most similar to a detection's descriptor: (its id, cosine)."""
-    rows = [i for i, name in enumerate(examples.labels) if name == label and i < len(examples.refs)]
-    if not rows:
-        return None
-    similarity = examples.vectors[rows] @ vector
-    best = int(torch.argmax(similarity))
-    return examples.refs[rows[best]], round(float(similarity[best]), 4)
 
 
 def _not_yet_prompted(points: np.ndarray, prompted: np.ndarray, tolerance: float = 0.5) -> np.ndarray:

@@ -48,6 +48,15 @@ class Examples:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def nearest(self, vector: torch.Tensor, label: str) -> tuple[str, float] | None:
+        """The example of `label` most similar to an L2-normalised `vector`: (its reference id, cosine)."""
+        rows = [i for i, name in enumerate(self.labels) if name == label and i < len(self.refs)]
+        if not rows:
+            return None
+        similarity = self.vectors[rows] @ vector
+        best = int(torch.argmax(similarity))
+        return self.refs[rows[best]], round(float(similarity[best]), 4)
+
 
 @dataclass(frozen=True)
 class Prototypes:

@@ -15,15 +15,16 @@ from ntt_engine.corrections import CorrectionDiff, LabelledMask, mask_iou
 
 REDRAW_IOU = 0.9  # a kept mask below this IoU with its prediction was redrawn: one edit
 OUTCOMES = ("unchanged", "redrawn", "relabelled", "deleted", "added")
+CLASS_COUNTS = ("predicted", "kept", "deleted", "added", "final")  # per class: regions predicted ... final objects
 
 
-def correction_effort(diff: CorrectionDiff, redraw_iou: float = REDRAW_IOU,
-                      lead_time: Any = None) -> dict[str, Any]:
+def correction_effort(diff: CorrectionDiff, redraw_iou: float = REDRAW_IOU, lead_time: Any = None,
+                      source: str = "correction") -> dict[str, Any]:
     counts = dict.fromkeys(OUTCOMES, 0)
     per_class: dict[str, dict[str, int]] = {}
 
     def count(label: str, *keys: str) -> None:
-        row = per_class.setdefault(label, {"predicted": 0, "kept": 0, "deleted": 0, "added": 0, "final": 0})
+        row = per_class.setdefault(label, dict.fromkeys(CLASS_COUNTS, 0))
         for key in keys:
             row[key] += 1
 
@@ -41,27 +42,16 @@ def correction_effort(diff: CorrectionDiff, redraw_iou: float = REDRAW_IOU,
     for region in diff.added:
         counts["added"] += 1
         count(region.label, "added", "final")
-    return _record("correction", counts, per_class, lead_time)
+    seconds = float(lead_time) if isinstance(lead_time, (int, float)) and not isinstance(lead_time, bool) \
+        and 0 <= lead_time < 1e7 else None
+    return {"source": source, **counts, "lead_time": seconds, "per_class": dict(sorted(per_class.items()))}
 
 
 def drawn_effort(objects: Sequence[LabelledMask], lead_time: Any = None) -> dict[str, Any]:
     """An annotation drawn without a prediction of this backend: every object added by hand."""
-    counts = dict.fromkeys(OUTCOMES, 0)
-    per_class: dict[str, dict[str, int]] = {}
-    for region in objects:
-        counts["added"] += 1
-        row = per_class.setdefault(region.label, {"predicted": 0, "kept": 0, "deleted": 0, "added": 0, "final": 0})
-        row["added"] += 1
-        row["final"] += 1
-    return _record("drawn", counts, per_class, lead_time)
+    return correction_effort(CorrectionDiff(added=list(objects)), lead_time=lead_time, source="drawn")
 
 
 def edits(record: dict[str, Any]) -> int:
     """Annotator actions an annotation took: deletions, additions, relabels and redrawn masks."""
     return sum(int(record.get(key, 0)) for key in ("redrawn", "relabelled", "deleted", "added"))
-
-
-def _record(source: str, counts: dict[str, int], per_class: dict[str, dict[str, int]], lead_time: Any) -> dict:
-    seconds = float(lead_time) if isinstance(lead_time, (int, float)) and not isinstance(lead_time, bool) \
-        and 0 <= lead_time < 1e7 else None
-    return {"source": source, **counts, "lead_time": seconds, "per_class": dict(sorted(per_class.items()))}

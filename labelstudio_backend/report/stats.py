@@ -9,14 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from labelstudio_backend.labelstudio.label_config import LabelConfigError, parse_label_config
-from labelstudio_backend.learn.effort import OUTCOMES, edits
+from labelstudio_backend.learn.effort import CLASS_COUNTS, OUTCOMES, edits
 from labelstudio_backend.predict.task_score import Thresholds
 from labelstudio_backend.store.projects import ProjectState
 from ntt_engine import MemoryBank
 
 RECENT = 10  # the last corrections listed
 WINDOW = 5  # moving average of the effort curve, in tasks
-CLASS_COUNTS = ("predicted", "kept", "deleted", "added", "final")
 
 
 def project_stats(state: ProjectState, memory: MemoryBank, thresholds: Thresholds, threshold_source: str,
