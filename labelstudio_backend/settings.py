@@ -91,6 +91,9 @@ class Settings:
     queue_max_bytes: int = 128 * 1024 * 1024  # NTT_QUEUE_MAX_BYTES: what those events may hold (payload mode)
     webhook_max_bytes: int = 32 * 1024 * 1024  # NTT_WEBHOOK_MAX_BYTES: one webhook body (brush RLEs are large)
     lock_timeout: float = 600.0  # seconds to wait for a project's file lock
+    # NTT_REQUEST_READ_TIMEOUT_S: gunicorn's worker (gunicorn_worker.py) reads each request whole before a thread gets
+    # it; one still incomplete after this long is answered 408 and closed
+    request_read_timeout_s: float = 60.0
     # /predict requests one process admits at once (running + waiting for the engine); more get 503 + Retry-After.
     # None: THREADS - 2 (at least 1), so that /health, /setup and /webhook always find a free thread
     max_pending_predicts: int | None = None
@@ -153,6 +156,7 @@ class Settings:
             queue_max_bytes=_int(env, "NTT_QUEUE_MAX_BYTES", 128 * 1024 * 1024),
             webhook_max_bytes=_int(env, "NTT_WEBHOOK_MAX_BYTES", 32 * 1024 * 1024),
             lock_timeout=_float(env, "NTT_LOCK_TIMEOUT", 600.0),
+            request_read_timeout_s=_float(env, "NTT_REQUEST_READ_TIMEOUT_S", 60.0),
             max_pending_predicts=_int(env, "NTT_MAX_PENDING_PREDICTS", None),
             malloc_arenas=_int(env, "NTT_MALLOC_ARENAS", 2),
             webhook_wait=_float(env, "NTT_WEBHOOK_APPLY_WAIT_S", 0.8),
@@ -187,6 +191,8 @@ class Settings:
             raise SettingsError("NTT_DOWNLOAD_MAX_BYTES and NTT_DOWNLOAD_TIMEOUT must be positive")
         if self.queue_max_bytes <= 0 or self.webhook_max_bytes <= 0:
             raise SettingsError("NTT_QUEUE_MAX_BYTES and NTT_WEBHOOK_MAX_BYTES must be positive")
+        if not self.request_read_timeout_s > 0:
+            raise SettingsError("NTT_REQUEST_READ_TIMEOUT_S must be positive")
         if self.max_pending_predicts is not None and self.max_pending_predicts < 1:
             raise SettingsError("NTT_MAX_PENDING_PREDICTS must be >= 1")
         if min(self.webhook_wait, self.setup_wait, self.predict_wait) < 0:
