@@ -79,6 +79,9 @@ class Settings:
     # calibrated from corrections (predict/thresholds.py, 0.5 until a class has observations). /setup
     # extra_params {"score_threshold": x} sets one for a project and wins over both
     score_threshold: float | None = None
+    # NTT_REGION_CONTROLS: "one" region per predicted object, in the config's most detailed control (brush, else polygon,
+    # else rectangle), or "all": one in every control offering its label; extra_params {"region_controls": ...} wins
+    region_controls: str = "one"
     max_references_per_class: int | None = None
     local_files_root: Path | None = None  # LOCAL_FILES_DOCUMENT_ROOT: read /data/local-files/ from disk
     allowed_hosts: tuple[str, ...] = ()  # extra hosts images may be fetched from; "*.example.com" and "*" work
@@ -144,6 +147,7 @@ class Settings:
             device=_first(env, "NTT_DEVICE") or None,
             score_threshold=_float(env, "NTT_SCORE_THRESHOLD", None),
             redraw_iou=_float(env, "NTT_REDRAW_IOU", 0.9),
+            region_controls=(_first(env, "NTT_REGION_CONTROLS") or "one").strip().lower(),
             max_references_per_class=_int(env, "NTT_MAX_REFERENCES_PER_CLASS", None),
             local_files_root=Path(root) if root else None,
             allowed_hosts=hosts,
@@ -191,6 +195,8 @@ class Settings:
             raise SettingsError("NTT_DOWNLOAD_MAX_BYTES and NTT_DOWNLOAD_TIMEOUT must be positive")
         if self.queue_max_bytes <= 0 or self.webhook_max_bytes <= 0:
             raise SettingsError("NTT_QUEUE_MAX_BYTES and NTT_WEBHOOK_MAX_BYTES must be positive")
+        if self.region_controls not in ("one", "all"):
+            raise SettingsError(f"NTT_REGION_CONTROLS must be 'one' or 'all', got {self.region_controls!r}")
         if not self.request_read_timeout_s > 0:
             raise SettingsError("NTT_REQUEST_READ_TIMEOUT_S must be positive")
         if self.max_pending_predicts is not None and self.max_pending_predicts < 1:

@@ -11,7 +11,7 @@ What it does, every step bounded in time:
   2. writes a few synthetic images with ground truth to ./demo_data/files/demo/ (once);
   3. starts Label Studio 1.23.2 from ./.venv-ls (data in ./demo_data/ls, local files served from ./demo_data/files)
      and this backend (models in ./demo_data/models), both on 127.0.0.1;
-  4. creates the project "ntt-label demo" (BrushLabels + PolygonLabels + RectangleLabels), imports the images,
+  4. creates the project "ntt-label demo" (one BrushLabels control, labels in the colours their names say), imports the images,
      connects the backend;
   5. with --auto-label-references (default with the synthetic preset) labels the first 3 images of each class from
      the ground truth, so the memory has references and predictions appear at once;

@@ -6,7 +6,7 @@
 
 What it does, every wait bounded:
   1. starts a fresh local stack (Label Studio 1.23.2 + this backend, `synthetic` preset) in OUT/stack, with the
-     demo's project (brush + polygon + rectangle) on generated images;
+     demo's project (one brush control, labels coloured as named) on generated images;
   2. labels the first images of each class through the API (ground truth as brush masks), waits for the memory,
      and pre-labels every task ("Retrieve predictions"), as scripts/run.sh does;
   3. logs in with Chromium, opens the label stream, screenshots the task it serves (with its pre-annotations),
@@ -14,7 +14,8 @@ What it does, every wait bounded:
   4. prints, for both tasks, what the UI showed (task id, regions on the canvas) and, through the API, the
      model_version of each of the task's predictions against the backend's current one; screenshots the Data
      Manager and the backend's dashboard of the project; writes OUT/report.json.
-Exit code 0 when all of it ran (with --strict: only if the next task carries the new model_version), 1 when
+Exit code 0 when all of it ran (with --strict: only if the next task carries the new model_version and shows one
+region type, one region per object), 1 when
 --strict fails, 2 on an error (then OUT/failure.png and failure.html show the page). Both servers and the browser are
 always stopped. Needs Debian's `chromium` + `chromium-driver` and `selenium`.
 """
@@ -247,6 +248,10 @@ def run(args: argparse.Namespace) -> int:
                                                         "4-dashboard.png")]
         if args.strict and not report["next"]["has_current_version"]:
             say("--strict: the task served after the submit does not carry the backend's current model_version")
+            return 1
+        if args.strict and len(report["next"].get("region_types") or {}) > 1:
+            say(f"--strict: the served task shows several region types {report['next']['region_types']}: one region "
+                "per object was expected")
             return 1
         return 0
     except (UICheckError, StartError, TimeoutError, APIError, run_demo.DemoError, WebDriverException) as exc:

@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 # control tag → the result `type` Label Studio uses for its regions
 OUTPUT_TAGS = {"BrushLabels": "brushlabels", "PolygonLabels": "polygonlabels", "RectangleLabels": "rectanglelabels"}
 PROMPT_TAGS = {"KeyPointLabels": "keypointlabels", "RectangleLabels": "rectanglelabels"}
+DETAIL_ORDER = ("BrushLabels", "PolygonLabels", "RectangleLabels")  # the most detailed region first
+# how many controls one predicted object fills: "one" (the most detailed offering its label) or "all" of them
+REGION_FILLS = ("one", "all")
 MAX_CONFIG_CHARS = 512 * 1024  # Label Studio's own templates are < 10 KB; the parse cache holds 64 of them at most
 
 
@@ -61,11 +64,20 @@ class LabelConfig:
 
     def mask_output(self) -> Control | None:
         """Where an interactive (SAM) mask goes: brush first, then polygon, then rectangle."""
-        for tag in ("BrushLabels", "PolygonLabels", "RectangleLabels"):
-            for control in self.controls:
-                if control.tag == tag:
-                    return control
-        return None
+        ranked = _most_detailed_first(self.controls)
+        return ranked[0] if ranked else None
+
+    def region_controls(self, label: str, fill: str = "one") -> tuple[Control, ...]:
+        """The controls one predicted object of `label` is drawn in. "one": the most detailed control offering the
+        label (brush, else polygon, else rectangle; the first in the config among equals), so that rejecting an
+        object costs one deletion; "all": every output control offering it (a brush, a polygon and a box)."""
+        offering = tuple(c for c in self.outputs if label in c.labels)
+        return offering if fill == "all" else _most_detailed_first(offering)[:1]
+
+
+def _most_detailed_first(controls: tuple[Control, ...]) -> tuple[Control, ...]:
+    ranked = [c for c in controls if c.tag in DETAIL_ORDER]
+    return tuple(sorted(ranked, key=lambda c: DETAIL_ORDER.index(c.tag)))  # stable: config order among equals
 
 
 def _truthy(value: object) -> bool:
@@ -127,12 +139,25 @@ def _parse_cached(xml: str) -> LabelConfig:
     return LabelConfig(xml, image_name, value[1:], controls)
 
 
-def recommended_label_config(labels: list[str]) -> str:
-    """A labeling config that uses every output this backend serves: brush masks, polygons and boxes on one image
-    (the demo's and the end-to-end tests' config; remove the tags you do not want)."""
+# a label whose name says a colour is drawn in it (red_stripes red); the others take these in turn
+NAMED_COLOURS = {"red": "#e53935", "green": "#43a047", "blue": "#1e88e5", "yellow": "#fdd835", "purple": "#8e24aa",
+                 "orange": "#fb8c00", "cyan": "#00acc1", "magenta": "#d81b60", "pink": "#f06292", "brown": "#6d4c41",
+                 "grey": "#757575", "gray": "#757575", "black": "#212121", "white": "#fafafa"}
+PALETTE = ("#1e88e5", "#e53935", "#43a047", "#fb8c00", "#8e24aa", "#00acc1", "#d81b60", "#fdd835")
+CONTROL_NAMES = {"BrushLabels": "brush", "PolygonLabels": "poly", "RectangleLabels": "rect"}
+
+
+def label_colour(name: str, index: int) -> str:
+    words = name.lower().replace("-", "_").replace(" ", "_").split("_")
+    return next((NAMED_COLOURS[w] for w in words if w in NAMED_COLOURS), PALETTE[index % len(PALETTE)])
+
+
+def recommended_label_config(labels: list[str], tags: tuple[str, ...] = ("BrushLabels",)) -> str:
+    """The demo's labeling config: one image, one BrushLabels control (one region per object, the most detailed), each
+    label in the colour its name says. `tags` adds PolygonLabels and RectangleLabels controls (the end-to-end tests
+    of every output; with NTT_REGION_CONTROLS=all each object fills all of them)."""
     from xml.sax.saxutils import quoteattr
-    options = "".join(f"<Label value={quoteattr(name)}/>" for name in labels)
-    return ('<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
-            f'  <BrushLabels name="brush" toName="image">{options}</BrushLabels>\n'
-            f'  <PolygonLabels name="poly" toName="image">{options}</PolygonLabels>\n'
-            f'  <RectangleLabels name="rect" toName="image">{options}</RectangleLabels>\n</View>')
+    options = "".join(f"<Label value={quoteattr(name)} background={quoteattr(label_colour(name, i))}/>"
+                      for i, name in enumerate(labels))
+    controls = "".join(f'  <{tag} name="{CONTROL_NAMES[tag]}" toName="image">{options}</{tag}>\n' for tag in tags)
+    return f'<View>\n  <Image name="image" value="$image" zoom="true"/>\n{controls}</View>'

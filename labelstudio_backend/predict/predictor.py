@@ -1,8 +1,9 @@
 """Tasks → Label Studio predictions, and interactive (smart tool) prompts → SAM masks.
 
 One prediction per task, in order: {"result": [...], "score": the memory's certainty about the image (task_score.py:
-low = label it next), "model_version": ...}, with a region per instance for every output control whose labels include the instance's label (BrushLabels → brush RLE,
-PolygonLabels → polygon, RectangleLabels → box). A task whose image cannot be read gets an empty prediction and a log
+low = label it next), "model_version": ...}, with a region per instance in the most detailed output control offering its
+label (BrushLabels → brush RLE, else PolygonLabels → polygon, else RectangleLabels → box), or in every such control
+with NTT_REGION_CONTROLS=all / extra_params {"region_controls": "all"}. A task whose image cannot be read gets an empty prediction and a log
 line; the batch goes on.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from labelstudio_backend.labelstudio.label_config import LabelConfig
 from labelstudio_backend.labelstudio.regions import RegionError, instance_regions, percent, rectangle_to_box
 from labelstudio_backend.learn.corrections import instance_prefix
 from labelstudio_backend.predict.task_score import Thresholds, shown, task_certainty
-from labelstudio_backend.predict.thresholds import project_thresholds, project_version
+from labelstudio_backend.predict.thresholds import project_thresholds, project_version, region_fill
 from labelstudio_backend.runtime import Runtime
 from labelstudio_backend.store.projects import ProjectSnapshot
 from ntt_engine import Engine, PromptSet
@@ -46,7 +47,7 @@ class Predictor:
     def predict_tasks(self, snap: ProjectSnapshot, config: LabelConfig, tasks: list[Any],
                       context: Any = None) -> list[dict]:
         engine = self.rt.engine()
-        version = project_version(engine, snap, self.rt.settings.score_threshold)
+        version = project_version(engine, snap, self.rt.settings)
         if isinstance(context, dict) and tasks:
             interactive = self.interactive(engine, config, tasks[0], context, version)
             if interactive is not None:
@@ -77,10 +78,10 @@ class Predictor:
             self.rt.metrics.add("predict_errors")
             return empty_prediction(version)
         self.rt.metrics.time("predict", time.perf_counter() - started)
-        outputs = config.outputs
+        fill = region_fill(snap.state, self.rt.settings)
         result, scores = [], []
         for instance in shown(candidates, thresholds):
-            controls = [c for c in outputs if instance.label in c.labels]
+            controls = config.region_controls(instance.label, fill)
             if not controls:
                 continue  # a label removed from the config since it was learnt
             scores.append(instance.score)

@@ -72,7 +72,7 @@ def predict_batch(runtime: Runtime, snap: ProjectSnapshot, config: LabelConfig, 
     """(task id, prediction or None, error) per task."""
     engine = runtime.engine()
     predictor = Predictor(runtime)
-    version = project_version(engine, snap, runtime.settings.score_threshold)
+    version = project_version(engine, snap, runtime.settings)
     thresholds = project_thresholds(snap.state, runtime.settings.score_threshold)
     out = []
     for task in tasks:
@@ -103,7 +103,7 @@ def prelabel(settings: Settings, project_id: int, batch_size: int = 8, use_ray: 
     if not snap.state.label_config:
         snap = ProjectSnapshot(ProjectState(project_id, label_config=config.xml,
                                             score_threshold=snap.state.score_threshold), snap.memory)
-    version = project_version(rt.engine(), snap, rt.settings.score_threshold)
+    version = project_version(rt.engine(), snap, rt.settings)
     stats = PrelabelStats(model_version=version)
     if len(snap.memory) == 0:
         log.warning("project %d has no references yet: label a few images first", project_id)

@@ -46,6 +46,10 @@ PREDICT_WAIT_S = 120.0  # at most this long for /predict requests of the project
 # a pass starts this long after the project's last change: Label Studio serves the next task of the label stream about
 # 1 s after a submit (its /setup then holds the refresh off until its own /predict is stored), and bursts coalesce
 START_DELAY_S = 2.0
+# why a pass stops early (its log line says which)
+NEWER_MEMORY = "a newer memory change arrived; starting over"
+LS_PREDICTING = "Label Studio was predicting tasks of the project (it stores those itself); starting over after it"
+NOTHING_LEARNT = "the memory is empty: nothing to predict"
 
 
 @dataclass
@@ -58,7 +62,11 @@ class RefreshStats:
     created: int = 0
     deleted: int = 0  # older own duplicates
     failed: int = 0
-    restarted: bool = False  # a newer memory change arrived: the pass starts over
+    stopped: str = ""  # why the pass ended before its last task ("" when it went through)
+
+    @property
+    def restarted(self) -> bool:
+        return self.stopped in (NEWER_MEMORY, LS_PREDICTING)
 
 
 class Refresher:
@@ -176,8 +184,8 @@ class Refresher:
             except Exception:  # noqa: BLE001 - one odd task must not end the pass for the others
                 stats.failed += 1
                 log.exception("project %d, task %s: prediction not refreshed", project, task["id"])
-        if self._superseded(project):
-            stats.restarted = True
+        if self._superseded(project) and not stats.stopped:
+            stats.stopped = NEWER_MEMORY
         self._report(stats, time.perf_counter() - started)
         return stats
 
@@ -185,17 +193,18 @@ class Refresher:
         """Bring one task's prediction to the current memory; False when the pass must stop (a newer memory, a
         /predict of Label Studio's, or nothing learnt any more)."""
         if self._superseded(project):
-            stats.restarted = True
+            stats.stopped = NEWER_MEMORY
             return False
         if self.predicts.busy(project):  # Label Studio is predicting (label stream, Retrieve predictions)
             self._wait_predicts(project)
             self.notify(project)  # start over: those tasks now have current predictions
-            stats.restarted = True
+            stats.stopped = LS_PREDICTING
             return False
         snap = self.rt.store.snapshot(project)
         if len(snap.memory) == 0:
-            return False  # nothing learnt (any more): predictions would be empty
-        version = stats.model_version = project_version(engine, snap, self.rt.settings.score_threshold)
+            stats.stopped = NOTHING_LEARNT  # (any more): predictions would be empty
+            return False
+        version = stats.model_version = project_version(engine, snap, self.rt.settings)
         stats.tasks += 1
         mine = _own_predictions(task, own)
         if any(p["model_version"] == version for p in mine):  # e.g. Label Studio's own /predict made it
@@ -209,7 +218,7 @@ class Refresher:
         if self.predicts.busy(project):  # a /predict began while we computed: Label Studio will store its
             self._wait_predicts(project)  # result for this task too, and ours would be a second one
             self.notify(project)
-            stats.restarted = True
+            stats.stopped = LS_PREDICTING
             return False
         mine = self._reread(project, task["id"], own)  # Label Studio may have predicted it meanwhile
         if mine is None:
@@ -227,10 +236,14 @@ class Refresher:
         self.rt.metrics.add("refresh_predictions_created", stats.created)
         self.rt.metrics.add("refresh_predictions_deleted", stats.deleted)
         self.rt.metrics.time("refresh", seconds)
-        log.info("project %d: predictions of the next %d task(s) brought to %s in %.1f s (%d already current, %d "
-                 "replaced, %d new, %d older duplicates deleted, %d failed%s)", stats.project, stats.tasks,
+        if stats.tasks == 0 and stats.failed == 0:
+            log.info("project %d: refresh pass ended before its first task after %.1f s: %s", stats.project, seconds,
+                     stats.stopped or "no task without an annotation")
+            return
+        log.info("project %d: predictions of %d task(s) brought to %s in %.1f s (%d already current, %d replaced, "
+                 "%d new, %d older duplicates deleted, %d failed)%s", stats.project, stats.tasks,
                  stats.model_version or "-", seconds, stats.current, stats.updated, stats.created, stats.deleted,
-                 stats.failed, "; restarting for a newer memory" if stats.restarted else "")
+                 stats.failed, f"; stopped: {stats.stopped}" if stats.stopped else "")
 
     def _store(self, task_id: int, mine: list[dict], prediction: dict, stats: RefreshStats) -> None:
         api = self.rt.api

@@ -38,10 +38,17 @@ def project_thresholds(state: ProjectState, env_threshold: float | None) -> Thre
     return Thresholds(DEFAULT_THRESHOLD, _calibrated(tuple(sorted(observations)), tuple(sorted(missed.items()))))
 
 
-def project_version(engine: Any, snap: Any, env_threshold: float | None) -> str:
-    """The model_version of a project's predictions now: engine, memory revision and thresholds."""
-    thresholds = project_thresholds(snap.state, env_threshold)
-    return model_version(engine.model_id, snap.memory.revision, thresholds.default, thresholds.per_class)
+def region_fill(state: ProjectState, settings: Any) -> str:
+    """How many controls a predicted object fills ("one" or "all"): extra_params', else NTT_REGION_CONTROLS."""
+    return state.region_controls if state.region_controls in ("one", "all") else settings.region_controls
+
+
+def project_version(engine: Any, snap: Any, settings: Any) -> str:
+    """The model_version of a project's predictions now: engine, memory revision, thresholds and region fill
+    (`settings`: the process's Settings, for NTT_SCORE_THRESHOLD and NTT_REGION_CONTROLS)."""
+    thresholds = project_thresholds(snap.state, settings.score_threshold)
+    return model_version(engine.model_id, snap.memory.revision, thresholds.default, thresholds.per_class,
+                         region_fill(snap.state, settings))
 
 
 def _usable(observation: object) -> bool:

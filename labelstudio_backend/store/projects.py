@@ -69,6 +69,7 @@ class ProjectState:
     project_id: int
     label_config: str = ""
     score_threshold: float | None = None  # None: NTT_SCORE_THRESHOLD
+    region_controls: str | None = None  # extra_params' "one" | "all"; None: NTT_REGION_CONTROLS
     annotations: dict[str, AnnotationRecord] = field(default_factory=dict)
     deleted: list[int] = field(default_factory=list)  # tombstones: late events about these are ignored
     revision: int = 0  # the memory's revision when this state was written

@@ -1,8 +1,9 @@
 """model_version strings: `<engine id>.r<memory revision>-<thresholds digest>`.
 
 A prediction depends on the engine (its config and backbones' weights: the engine id, ntt_engine's `model_id`), on
-the project's memory (its revision) and on the per-class score thresholds its instances are filtered by (calibrated
-from the project's state, or set by extra_params or NTT_SCORE_THRESHOLD). The version names all three, so two
+the project's memory (its revision), on the per-class score thresholds its instances are filtered by (calibrated
+from the project's state, or set by extra_params or NTT_SCORE_THRESHOLD) and on how many of the config's controls
+each object fills (NTT_REGION_CONTROLS or extra_params). The version names all of them, so two
 different answers never share a version, whichever of them changed: a threshold set at /setup, a calibration that
 moved without a memory change, an NTT_SCORE_THRESHOLD changed across a restart.
 
@@ -19,14 +20,17 @@ from typing import Mapping
 DIGEST_CHARS = 6
 
 
-def thresholds_digest(default: float, per_class: Mapping[str, float]) -> str:
-    """Short stable digest of the thresholds a prediction is filtered by (rounded: float noise is not a change)."""
-    key = {"default": round(float(default), 6), "classes": {str(k): round(float(v), 6) for k, v in per_class.items()}}
+def thresholds_digest(default: float, per_class: Mapping[str, float], regions: str = "one") -> str:
+    """Short stable digest of the thresholds a prediction is filtered by (rounded: float noise is not a change) and
+    of how many controls each object fills."""
+    key = {"default": round(float(default), 6), "classes": {str(k): round(float(v), 6) for k, v in per_class.items()},
+           "regions": regions}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:DIGEST_CHARS]
 
 
-def model_version(model_id: str, revision: int, default: float, per_class: Mapping[str, float]) -> str:
-    return f"{model_id}.r{int(revision)}-{thresholds_digest(default, per_class)}"
+def model_version(model_id: str, revision: int, default: float, per_class: Mapping[str, float],
+                  regions: str = "one") -> str:
+    return f"{model_id}.r{int(revision)}-{thresholds_digest(default, per_class, regions)}"
 
 
 def own_version_pattern(model_id: str) -> re.Pattern:

@@ -71,7 +71,11 @@ def extra_params(value: Any) -> dict:
     if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
                                   or not 0.0 <= threshold <= 1.0):
         raise BadRequest(f"extra_params.score_threshold must be a number in [0, 1], got {threshold!r}")
-    unknown = set(value) - {"score_threshold"}
+    fill = value.get("region_controls")
+    if fill is not None and fill not in ("one", "all"):
+        raise BadRequest(f"extra_params.region_controls must be \"one\" (one region per object, in the most detailed "
+                         f"control) or \"all\" (one in every control offering its label), got {fill!r}")
+    unknown = set(value) - {"score_threshold", "region_controls"}
     if unknown:
         log.debug("extra_params: ignoring unknown keys %s", sorted(unknown))
     return value

@@ -73,4 +73,4 @@ def _stats(rt: Runtime, project: int) -> dict[str, Any]:
     env = rt.settings.score_threshold
     engine = rt.wait_engine(SETUP_ENGINE_WAIT_S)
     return project_stats(snap.state, snap.memory, project_thresholds(snap.state, env),
-                         threshold_source(snap.state, env), project_version(engine, snap, env))
+                         threshold_source(snap.state, env), project_version(engine, snap, rt.settings))

@@ -52,18 +52,20 @@ def setup():
     snap = rt.store.snapshot(project)
     warning = _schema_problem(schema) if snap.state.label_config else None
     config = rt.label_config(snap.state, schema)
-    threshold = params.get("score_threshold")
-    if config.xml != snap.state.label_config or threshold != snap.state.score_threshold:
+    threshold, fill = params.get("score_threshold"), params.get("region_controls")
+    if (config.xml, threshold, fill) != (snap.state.label_config, snap.state.score_threshold,
+                                         snap.state.region_controls):
         with rt.store.edit(project) as snap:
             snap.state.label_config = config.xml
-            if threshold != snap.state.score_threshold:
-                snap.state.score_threshold = threshold  # the thresholds, hence model_version, change
+            if (threshold, fill) != (snap.state.score_threshold, snap.state.region_controls):
+                # the thresholds or the regions drawn, hence model_version, change
+                snap.state.score_threshold, snap.state.region_controls = threshold, fill
                 backend.refresher.notify(project)
     _maybe_resync(backend, project)
     if warning:
         log.warning("project %d: /setup %s", project, warning)
-        return jsonify(model_version=project_version(engine, snap, rt.settings.score_threshold), warning=warning)
-    return jsonify(model_version=project_version(engine, snap, rt.settings.score_threshold))
+        return jsonify(model_version=project_version(engine, snap, rt.settings), warning=warning)
+    return jsonify(model_version=project_version(engine, snap, rt.settings))
 
 
 @ml.post("/predict")

@@ -59,4 +59,4 @@ def _one_project(rt: Runtime, project: int) -> dict:
             "negative_images": len(snap.memory.negative_images),
             "annotations": len(snap.state.annotations),
             "region_outcomes": class_outcomes(snap.state),
-            "model_version": project_version(rt.engine(), snap, rt.settings.score_threshold)}
+            "model_version": project_version(rt.engine(), snap, rt.settings)}

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Blueprint, jsonify, request
 
@@ -43,9 +44,19 @@ def train():
                                    "nothing to resync from")
     if not worker.submit(job):
         return retry_later("the event queue is full; retry later", 5)
-    log.info("project %d: /train -> %s", project, "resync from Label Studio queued" if rt.api is not None
-             else f"{len(job.annotations)} annotation(s) from the body queued")
-    return jsonify(status="resync queued" if rt.api is not None else "annotations queued", project=project)
+    held = len(rt.store.snapshot(project).state.annotations)
+    if rt.api is not None:
+        message = (f"resync of project {project} from Label Studio queued: every annotation is re-read and the memory "
+                   f"rebuilt from them ({held} annotation(s) learnt so far); the next tasks' predictions follow")
+    else:
+        message = (f"{len(job.annotations)} annotation(s) from the request queued for project {project} ({held} "
+                   "learnt so far); without LABEL_STUDIO_API_KEY nothing else can be re-read")
+    log.info("project %d: /train -> %s", project, message)
+    # Label Studio 1.23.2 answers its "Start Training" button with an empty 200 whatever this says; it keeps `job`
+    return jsonify(status="resync queued" if rt.api is not None else "annotations queued", project=project,
+                   annotations_learnt=held, queued_annotations=None if rt.api is not None else len(job.annotations),
+                   job=f"ntt-{'resync' if rt.api is not None else 'train'}-{project}-{int(time.time())}",
+                   message=message)
 
 
 def _annotations_job(project: int, tasks, size_bytes: int) -> SyncJob | None:
@@ -74,10 +85,10 @@ def versions():
     engine = rt.wait_engine(SETUP_ENGINE_WAIT_S)
     if value not in (None, ""):
         snap = rt.store.snapshot(project_of(value, "/versions"))
-        return jsonify(versions=[project_version(engine, snap, rt.settings.score_threshold)])
+        return jsonify(versions=[project_version(engine, snap, rt.settings)])
     snaps = sorted((rt.store.snapshot(p) for p in rt.store.projects()), key=lambda s: -s.state.updated_at)
-    by_project = {str(s.state.project_id): project_version(engine, s, rt.settings.score_threshold) for s in snaps}
+    by_project = {str(s.state.project_id): project_version(engine, s, rt.settings) for s in snaps}
     empty = ProjectSnapshot(ProjectState(0), engine.new_memory())  # what a project without references serves
     listed = list(dict.fromkeys(by_project.values()))
-    return jsonify(versions=listed or [project_version(engine, empty, rt.settings.score_threshold)],
+    return jsonify(versions=listed or [project_version(engine, empty, rt.settings)],
                    engine=engine.model_id, projects=by_project)

@@ -129,6 +129,9 @@ def test_train_resyncs_in_api_mode_and_applies_the_body_without_a_key(make_app, 
     client = app.test_client()
     response = client.post("/train", json={"project": "4.1795614847", "annotations": [], "label_config": "<View/>"})
     assert response.status_code == 200 and response.json["status"] == "resync queued"
+    # what it did, in words and numbers (Label Studio's button shows none of it, its log and API callers do)
+    assert response.json["annotations_learnt"] == 0 and response.json["job"].startswith("ntt-resync-4-")
+    assert "resync of project 4" in response.json["message"]
     assert app.extensions["ntt"].worker.wait_idle(30)
     assert client.get("/metrics").json["counters"]["resyncs"] == 1
     assert client.post("/train", json={"annotations": []}).status_code == 400  # no project
@@ -141,7 +144,7 @@ def test_train_resyncs_in_api_mode_and_applies_the_body_without_a_key(make_app, 
             "annotations": [{"id": 10, "result": annotation_result(dataset, image_id), "was_cancelled": False,
                              "updated_at": "2026-11-25T13:00:00Z"}]}
     response = payload_client.post("/train", json={"project": "4.1795614847", "annotations": [task]})
-    assert response.json["status"] == "annotations queued"
+    assert response.json["status"] == "annotations queued" and response.json["queued_annotations"] == 1
     assert payload_app.extensions["ntt"].worker.wait_idle(30)
     assert sum(snap(payload_app).memory.counts().values()) == len(dataset.instances(image_id))
 

@@ -1,8 +1,9 @@
 import pytest
 
-from labelstudio_backend.labelstudio.label_config import LabelConfigError, parse_label_config
+from labelstudio_backend.labelstudio.label_config import LabelConfigError, parse_label_config, recommended_label_config
+from labelstudio_backend.settings import Settings, SettingsError
 
-from support.backend_helpers import LABEL_CONFIG
+from support.backend_helpers import LABEL_CONFIG, sample
 
 
 def config(body: str, image: str = '<Image name="img" value="$url"/>') -> str:
@@ -75,3 +76,38 @@ def test_two_images_serve_the_first_labelled_one():
         '<PolygonLabels name="pa" toName="a"><Label value="x"/></PolygonLabels></View>')
     assert parsed.image_name == "b" and parsed.value_key == "right"
     assert [c.name for c in parsed.controls] == ["bb"]
+
+
+def _config(*tags: str) -> str:
+    return recommended_label_config(["red_stripes", "blue_dots"], tags)
+
+
+def test_one_region_per_object_in_the_most_detailed_control_unless_all_are_asked_for():
+    every = parse_label_config(_config("RectangleLabels", "PolygonLabels", "BrushLabels"))
+    assert [c.tag for c in every.region_controls("red_stripes")] == ["BrushLabels"]
+    assert [c.tag for c in every.region_controls("red_stripes", "all")] == ["RectangleLabels", "PolygonLabels",
+                                                                            "BrushLabels"]
+    assert [c.tag for c in parse_label_config(_config("RectangleLabels", "PolygonLabels")).region_controls(
+        "blue_dots")] == ["PolygonLabels"]
+    assert [c.tag for c in parse_label_config(_config("RectangleLabels")).region_controls("blue_dots")] == \
+        ["RectangleLabels"]
+    assert every.region_controls("not a label") == ()
+    # a label only the box offers is drawn there, even though a brush control exists
+    xml = ('<View><Image name="image" value="$image"/><BrushLabels name="brush" toName="image"><Label value="a"/>'
+           '</BrushLabels><RectangleLabels name="rect" toName="image"><Label value="b"/></RectangleLabels></View>')
+    assert [c.name for c in parse_label_config(xml).region_controls("b")] == ["rect"]
+
+
+def test_the_demo_config_draws_each_label_in_the_colour_its_name_says():
+    xml = recommended_label_config(["red_stripes", "blue_dots", "green_checker", "thing"])
+    assert xml.count("<BrushLabels") == 1 and "PolygonLabels" not in xml and "RectangleLabels" not in xml
+    assert 'value="red_stripes" background="#e53935"' in xml and 'value="blue_dots" background="#1e88e5"' in xml
+    assert 'value="green_checker" background="#43a047"' in xml and 'value="thing" background=' in xml
+
+
+def test_a_bad_region_controls_value_is_refused(client):
+    body = {**sample("setup_from_LS"), "extra_params": {"region_controls": "some"}}
+    response = client.post("/setup", json=body)
+    assert response.status_code == 400 and "region_controls" in response.json["error"]
+    with pytest.raises(SettingsError, match="NTT_REGION_CONTROLS"):
+        Settings.from_env({"NTT_REGION_CONTROLS": "both"})

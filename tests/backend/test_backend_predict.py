@@ -8,9 +8,15 @@ from support.backend_helpers import (LABEL_CONFIG, best_ious, decode, inside_poi
                              task_for)
 
 
-def test_predict_batch_one_result_per_task_in_order_matching_the_gt(app, client, dataset):
+@pytest.mark.parametrize("fill", ["one", "all"])
+def test_predict_batch_one_result_per_task_in_order_matching_the_gt(app, client, dataset, fill):
+    """The config has a brush, a polygon and a box control: by default each object is one brush region; with
+    extra_params {"region_controls": "all"} it fills all three, under another model_version."""
     learned = learn(app, client, dataset)
-    version = setup(client)
+    default_version = setup(client)
+    version = setup(client, extra_params={"region_controls": fill})
+    assert (version == default_version) == (fill == "one")
+    kinds = ("brushlabels", "polygonlabels", "rectanglelabels") if fill == "all" else ("brushlabels",)
     targets = [i for i in range(1, 13) if i not in learned]
     results = predict(client, [task_for(dataset, i) for i in targets])
     assert len(results) == len(targets)
@@ -21,7 +27,8 @@ def test_predict_batch_one_result_per_task_in_order_matching_the_gt(app, client,
         if image_id in dataset.negative_ids():
             assert len(prediction["result"]) <= 3
             continue
-        for kind in ("brushlabels", "polygonlabels", "rectanglelabels"):
+        assert {r["type"] for r in prediction["result"]} <= set(kinds)
+        for kind in kinds:
             scores = best_ious(dataset, image_id, prediction["result"], kind)
             assert np.mean(scores) >= 0.8, (image_id, kind, scores)
         regions = prediction["result"]

@@ -4,13 +4,14 @@ from __future__ import annotations
 import pytest
 import requests
 
-from labelstudio_backend.labelstudio.label_config import recommended_label_config
+from labelstudio_backend.labelstudio.label_config import DETAIL_ORDER, recommended_label_config
 from local_stack import LabelStudioAPI, LabelStudioServer, TokenExistsError, create_personal_access_token
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 def label_config(names: list[str]) -> str:
-    return recommended_label_config(list(names))
+    """A brush, a polygon and a box control: each predicted object is one brush region (NTT_REGION_CONTROLS=one)."""
+    return recommended_label_config(list(names), DETAIL_ORDER)
 
 
 def test_server_up_on_its_port_with_a_personal_access_token(label_studio: LabelStudioServer, ls_api: LabelStudioAPI):

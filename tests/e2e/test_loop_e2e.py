@@ -19,7 +19,7 @@ import pytest
 import requests
 from pycocotools import mask as mask_utils
 
-from labelstudio_backend.labelstudio.label_config import recommended_label_config
+from labelstudio_backend.labelstudio.label_config import DETAIL_ORDER, recommended_label_config
 from local_stack import BackendServer, LabelStudioAPI, wait_until
 
 from test_label_studio_e2e import (WAIT_S, backend_metrics, brush_result, decode_brush, gauge_of, ls_model_version,
@@ -51,7 +51,7 @@ class Loop:
 @pytest.fixture(scope="module")
 def loop(ls_api: LabelStudioAPI, synthetic, start_backend) -> Loop:
     names = {c["id"]: c["name"] for c in synthetic.coco["categories"]}
-    project = ls_api.create_project("ntt e2e loop", recommended_label_config(list(names.values())))["id"]
+    project = ls_api.create_project("ntt e2e loop", recommended_label_config(list(names.values()), DETAIL_ORDER))["id"]
     ls_api.import_local_files(project, synthetic.images_dir, expected=len(synthetic.coco["images"]))
     backend = start_backend("loop", NTT_REFRESH_TASKS="6")
     ml = ls_api.connect_ml_backend(project, backend.url, title="ntt-label loop")
@@ -247,7 +247,7 @@ def test_deleting_a_predicted_false_positive_removes_it_on_similar_tasks(ls_api:
     coco = json.loads(Path(generate_dataset(root, images=24, classes=3, seed=11, size=(256, 192),
                                             difficulty="hard")).read_text())
     names = {c["id"]: c["name"] for c in coco["categories"]}
-    project = ls_api.create_project("ntt e2e corrections", recommended_label_config(list(names.values())))["id"]
+    project = ls_api.create_project("ntt e2e corrections", recommended_label_config(list(names.values()), DETAIL_ORDER))["id"]
     tasks = ls_api.import_local_files(project, root / "images", expected=len(coco["images"]))
     image_of = {t["id"]: next(im for im in coco["images"] if im["file_name"] == t["data"]["image"].rsplit("/", 1)[-1])
                 for t in tasks}
