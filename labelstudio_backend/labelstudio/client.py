@@ -192,6 +192,18 @@ class LabelStudioAPI:
         return self._json("PATCH", f"/api/predictions/{int(prediction_id)}/", allow_404=True,
                           json={"result": result, "score": float(score), "model_version": model_version})
 
+    def relabel_prediction(self, prediction_id: int, model_version: str) -> dict | None:
+        """Change only a prediction's model_version (its id, result, score and every parent_prediction link stay);
+        None when it no longer exists."""
+        return self._json("PATCH", f"/api/predictions/{int(prediction_id)}/", allow_404=True,
+                          json={"model_version": model_version})
+
+    def model_versions(self, project_id: int) -> dict[str, int]:
+        """model_version -> how many of the project's predictions carry it: what Label Studio's version lists show
+        (plus the project's own model_version, with 0 when no prediction carries it)."""
+        body = self._json("GET", f"/api/projects/{int(project_id)}/model-versions/")
+        return {str(k): int(v) for k, v in body.items() if isinstance(v, int)} if isinstance(body, dict) else {}
+
     def delete_prediction(self, prediction_id: int) -> None:
         response = self.request("DELETE", f"/api/predictions/{int(prediction_id)}/")
         if response.status_code not in (200, 204, 404):

@@ -11,7 +11,9 @@ What (API mode only, one background thread per process, bounded):
 - else the newest of *this backend's own* predictions on it (this engine's id, any revision) is
   replaced in place (PATCH: its id stays, so an annotator who has the task open can still submit, since the
   submit names that id as parent_prediction), older own ones are deleted, and a task without one gets a new one;
-- predictions of other models, and tasks with annotations, are never touched;
+- predictions of other models are never touched, nor tasks with annotations, but for the version label of this
+  backend's superseded predictions, relabelled to `<engine id>.archived` after each complete pass so that Label
+  Studio's version lists stay short (predict/archive.py; the prediction, its id and parent links stay);
 - a pass starts START_DELAY_S after the project's last change, so the task Label Studio serves right after a submit
   is predicted by Label Studio's own /setup + /predict (which hold the refresh off), not by both;
 - a newer memory change restarts the pass from the first task; while Label Studio runs a /predict of the project
@@ -35,10 +37,13 @@ from labelstudio_backend.labelstudio.client import LabelStudioAPIError
 from labelstudio_backend.labelstudio.ids import integer_id
 from labelstudio_backend.labelstudio.label_config import LabelConfigError
 from labelstudio_backend.learn.corrections import own_version_pattern
+from labelstudio_backend.predict.archive import VersionArchive
 from labelstudio_backend.predict.predictor import Predictor
+from labelstudio_backend.predict.stale import own_predictions
 from labelstudio_backend.predict.thresholds import project_thresholds, project_version
 from labelstudio_backend.runtime import EngineUnavailable, Runtime
 from labelstudio_backend.store.in_flight import PredictsInFlight
+from labelstudio_backend.store.versions import archive_version
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,7 @@ class Refresher:
         self.predictor = predictor
         self.max_tasks = max_tasks
         self.predicts = predicts
+        self.archive = VersionArchive()
         self._wanted: list[int] = []
         self._due: dict[int, float] = {}  # project -> monotonic time its pass may start
         self._condition = threading.Condition()
@@ -187,7 +193,19 @@ class Refresher:
         if self._superseded(project) and not stats.stopped:
             stats.stopped = NEWER_MEMORY
         self._report(stats, time.perf_counter() - started)
+        if not stats.stopped:
+            self._archive_superseded(engine, own, project)
         return stats
+
+    def _archive_superseded(self, engine, own: re.Pattern, project: int) -> None:
+        """Relabel this backend's superseded predictions to its archive version (predict/archive.py)."""
+        snap = self.rt.store.snapshot(project)
+        try:
+            self.archive.run(self.rt.api, project, snap.state, project_version(engine, snap, self.rt.settings),
+                             archive_version(engine.model_id), own)
+        except LabelStudioAPIError as exc:
+            log.warning("project %d: cannot archive superseded predictions: %s", project, exc)
+            self.rt.metrics.add("refresh_errors")
 
     def _refresh_task(self, engine, own: re.Pattern, project: int, task: dict, stats: RefreshStats) -> bool:
         """Bring one task's prediction to the current memory; False when the pass must stop (a newer memory, a
@@ -206,7 +224,7 @@ class Refresher:
             return False
         version = stats.model_version = project_version(engine, snap, self.rt.settings)
         stats.tasks += 1
-        mine = _own_predictions(task, own)
+        mine = own_predictions(task, own)
         if any(p["model_version"] == version for p in mine):  # e.g. Label Studio's own /predict made it
             stats.current += 1
             self._delete(task["id"], _superseded_by_current(mine, version), stats)
@@ -269,21 +287,13 @@ class Refresher:
         task = self.rt.api.get_task(task_id, project)
         if task is None or task.get("total_annotations") or task.get("cancelled_annotations"):
             return None
-        return _own_predictions(task, own)
+        return own_predictions(task, own)
 
     def _wait_predicts(self, project: int) -> None:
         """/predict requests go first; Label Studio stores their predictions itself when they return."""
         deadline = time.monotonic() + PREDICT_WAIT_S
         while self.predicts.busy(project) and time.monotonic() < deadline:
             time.sleep(0.1)
-
-def _own_predictions(task: dict, own: re.Pattern) -> list[dict]:
-    """This engine's predictions on a listed task, oldest first."""
-    predictions = task.get("predictions")
-    return sorted((p for p in (predictions if isinstance(predictions, list) else [])
-                   if isinstance(p, dict) and integer_id(p.get("id")) is not None
-                   and own.match(str(p.get("model_version", "")))), key=lambda p: p["id"])
-
 
 def _superseded_by_current(mine: list[dict], version: str) -> list[dict]:
     """All own predictions but the newest of the current version (the one Label Studio served last)."""

@@ -8,7 +8,7 @@ different answers never share a version, whichever of them changed: a threshold 
 moved without a memory change, an NTT_SCORE_THRESHOLD changed across a restart.
 
 Versions of the form `<engine id>.r<revision>` (before the thresholds were named) are still recognised as this
-backend's own predictions.
+backend's own predictions, and so is `<engine id>.archived`, the version its superseded predictions are relabelled to.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import re
 from typing import Mapping
 
 DIGEST_CHARS = 6
+ARCHIVE_SUFFIX = "archived"
 
 
 def thresholds_digest(default: float, per_class: Mapping[str, float], regions: str = "one") -> str:
@@ -33,9 +34,16 @@ def model_version(model_id: str, revision: int, default: float, per_class: Mappi
     return f"{model_id}.r{int(revision)}-{thresholds_digest(default, per_class, regions)}"
 
 
+def archive_version(model_id: str) -> str:
+    """The one version this engine's superseded predictions are relabelled to, so that Label Studio's version lists
+    stay short (predict/archive.py)."""
+    return f"{model_id}.{ARCHIVE_SUFFIX}"
+
+
 def own_version_pattern(model_id: str) -> re.Pattern:
-    """Versions this engine made, whatever the revision and thresholds (and the older form without a digest)."""
-    return re.compile(rf"^{re.escape(model_id)}\.r\d+(?:-[0-9a-f]{{{DIGEST_CHARS}}})?$")
+    """Versions this engine made, whatever the revision and thresholds (and the older form without a digest), and its
+    archive version."""
+    return re.compile(rf"^{re.escape(model_id)}\.(?:r\d+(?:-[0-9a-f]{{{DIGEST_CHARS}}})?|{ARCHIVE_SUFFIX})$")
 
 
 def revision_of(version: str) -> int | None:

@@ -16,7 +16,9 @@ from flask import Blueprint, jsonify
 
 from labelstudio_backend.labelstudio.label_config import LabelConfigError, parse_label_config
 from labelstudio_backend.labelstudio.webhooks import SYNC, SyncJob
+from labelstudio_backend.learn.corrections import own_version_pattern
 from labelstudio_backend.learn.resync import RESYNC_STALE_S
+from labelstudio_backend.predict.stale import retire_superseded
 from labelstudio_backend.predict.thresholds import project_version
 from labelstudio_backend.store.in_flight import wait_for_events
 from labelstudio_backend.web.backend import Backend, current_backend
@@ -101,6 +103,9 @@ def _predict(backend: Backend):
     config = rt.label_config(snap.state, body.get("label_config"))
     with backend.predicts.hold(project):
         results = backend.predictor.predict_tasks(snap, config, tasks, params.get("context"))
+        if rt.api is not None and not isinstance(params.get("context"), dict):
+            # Label Studio stores these beside the tasks' older predictions: those go first (predict/stale.py)
+            retire_superseded(rt.api, project, tasks, results, own_version_pattern(rt.engine()), rt.metrics)
     return jsonify(results=results)
 
 

@@ -248,3 +248,65 @@ def test_one_odd_task_in_a_listing_never_costs_the_others_their_refresh(make_app
     left = [t for t in unlabelled if t != 100 + ids[1]]
     assert len(set(attempts)) == len(left), "each task's failed update is its own: the pass went on to the next"
     assert all([p["model_version"] for p in ls.tasks[t]["predictions"]] == [version] for t in left)
+
+
+def test_predict_deletes_the_tasks_superseded_own_predictions_before_answering(make_app, dataset):
+    """Label Studio stores /predict's answer beside a task's older predictions: the backend deletes its own older ones
+    first, so an unannotated task never holds two; annotated tasks, other models' predictions and ids the request
+    body claims but Label Studio does not list are left alone."""
+    from support.backend_helpers import predict
+    ls, app, client = _refresh_project(make_app, dataset, refresh_tasks=0, images=6)
+    ids = dataset.positive_ids()
+    _annotate(ls, app, client, dataset, 10, ids[0])
+    version = setup(client)
+    engine_id = version.split(".r")[0]
+    older = f"{engine_id}.r0-000000"
+    free, annotated, forged = (100 + i for i in ids[1:4])
+    mine = ls.create_prediction(free, [], 0.2, older)
+    theirs = ls.create_prediction(free, [], 0.3, "someone-else-v1")
+    parent = ls.create_prediction(annotated, [], 0.2, older)
+    ls.annotate(11, annotated, [])
+    victim = ls.create_prediction(100 + ids[4], [], 0.2, older)  # on another task: a forged body names it
+    tasks = [{**ls.get_task(free), "project": PROJECT}, {**ls.get_task(annotated), "project": PROJECT},
+             {**ls.get_task(forged), "project": PROJECT, "predictions": [dict(victim, task=forged)]}]
+    results = predict(client, tasks)
+    assert [r["model_version"] for r in results] == [version] * 3
+    remaining = {p["id"] for p in ls.predictions}
+    assert mine["id"] not in remaining  # superseded, on an unannotated task: gone before the answer
+    assert {theirs["id"], parent["id"], victim["id"]} <= remaining
+    assert client.get("/metrics").json["counters"]["predictions_superseded_deleted"] == 1
+
+
+def test_superseded_own_predictions_move_to_one_archive_version(make_app, dataset):
+    """Label Studio lists every distinct model_version: the prediction an annotation started from, and any other of
+    this backend's superseded predictions once more than two superseded versions are listed, are relabelled to
+    `<engine id>.archived` in place (same id, same result, the annotation's parent_prediction intact)."""
+    ls, app, client = _refresh_project(make_app, dataset, refresh_tasks=2, images=10)
+    refresher = app.extensions["ntt"].refresher
+    ids = dataset.positive_ids()
+    _annotate(ls, app, client, dataset, 10, ids[0])
+    assert refresher.wait_idle(30)
+    engine_id = setup(client).split(".r")[0]
+    archive = f"{engine_id}.archived"
+    served = next(t for t in sorted(ls.tasks) if ls.tasks[t]["predictions"])
+    parent = ls.tasks[served]["predictions"][0]
+    image_id = served - 100
+    ls.annotate(11, served, annotation_result(dataset, image_id))["parent_prediction"] = parent["id"]
+    send(app, client, {"action": "ANNOTATION_CREATED", "annotation": {"id": 11}, "project": {"id": PROJECT}})
+    assert refresher.wait_idle(30)
+    current = setup(client)
+    after = ls.get_prediction(parent["id"])
+    assert after["model_version"] == archive and after["result"] == parent["result"]  # relabelled in place
+    assert ls.annotations[11]["parent_prediction"] == parent["id"]
+    assert snap(app).state.annotations["11"].source == f"correction {parent['id']}"
+    assert {v for v in ls.model_versions(PROJECT) if v.startswith(engine_id)} == {current, archive}
+
+    # a bulk pre-label of other tasks at three older versions: swept on the next pass
+    beyond = [t for t in sorted(ls.tasks) if not ls.tasks[t]["predictions"]][-3:]
+    for k, task in enumerate(beyond):
+        ls.create_prediction(task, [], 0.5, f"{engine_id}.r{k}-00000{k}")
+    _annotate(ls, app, client, dataset, 12, ids[2])
+    assert refresher.wait_idle(30)
+    listed = {v for v, n in ls.model_versions(PROJECT).items() if v.startswith(engine_id) and n}
+    assert listed == {setup(client), archive}, listed
+    assert [p["model_version"] for t in beyond for p in ls.tasks[t]["predictions"]] == [archive] * 3

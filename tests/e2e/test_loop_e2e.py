@@ -337,3 +337,65 @@ def test_the_dashboard_counts_the_corrections_made_in_label_studio(loop: Loop):
     assert stats["totals"]["deleted"] == before["totals"]["deleted"] + 1
     page = s.backend.get(f"/dashboard/{s.project}")
     assert page.status_code == 200 and all(name in page.text for name in s.names.values())
+
+
+def test_submits_keep_one_prediction_per_task_and_the_version_list_short(loop: Loop):
+    """Issue 19 against the real Label Studio: a run of submits through the label stream, each naming the prediction
+    it started from. Sampled all along, no unannotated task ever holds two predictions of this backend; afterwards
+    Label Studio lists this backend's current version, its `.archived` version and at most 2 others, and every
+    annotation still names its parent prediction, now archived."""
+    import threading
+
+    s = loop
+    engine = s.version().rsplit(".r", 1)[0]
+    annotated = {t["id"] for t in s.api.list_tasks(s.project) if t["total_annotations"] or t["cancelled_annotations"]}
+    violations, samples, stop = [], [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            done = set(annotated)
+            mine: dict[int, list[str]] = {}
+            for p in s.api.list_predictions(project=s.project):
+                if p["model_version"].startswith(engine + ".") and p["task"] not in done:
+                    mine.setdefault(p["task"], []).append(p["model_version"])
+            violations.extend(f"task {t}: {v}" for t, v in mine.items() if len(v) > 1 and t not in annotated)
+            samples[0] += 1
+            stop.wait(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    submitted = []
+    try:
+        task = s.api.next_task(s.project)
+        while task is not None and len(submitted) < 8:
+            result = s.gt_result(task)
+            served = [p for p in task.get("predictions") or [] if p["model_version"].startswith(engine + ".r")]
+            annotated.add(task["id"])  # from here on it may hold what it held when served
+            annotation = s.api.create_annotation(task["id"], result, was_cancelled=not result,
+                                                 **({"parent_prediction": served[-1]["id"]} if served else {}))
+            submitted.append((annotation, served[-1]["id"] if served else None))
+            task = s.api.next_task(s.project)
+    finally:
+        stop.set()
+        sampler.join(10)
+    current = s.version()
+
+    parents = [parent for _, parent in submitted if parent is not None]
+
+    def short() -> dict | None:
+        listed = s.api.get(f"/api/projects/{s.project}/model-versions/")
+        own = {v: n for v, n in listed.items() if v.startswith(engine + ".") and n}
+        # a parent still current (a cancelled annotation changes no memory) adds no entry to the list
+        archived = all(s.api.get(f"/api/predictions/{p}/")["model_version"] in (engine + ".archived", current)
+                       for p in parents)
+        return own if archived and len(set(own) - {current, engine + ".archived"}) <= 2 else None
+
+    own = wait_until(short, WAIT_S, what="a short version list", proc=s.backend.proc, log=s.backend.log_path)
+    print(f"[e2e] {len(submitted)} submits, {samples[0]} samples of every task's predictions; Label Studio lists "
+          f"{own} of this backend", file=sys.stderr)
+    assert len(submitted) >= 6 and samples[0] >= 10
+    assert not violations, violations[:5]
+    assert current in own and engine + ".archived" in own
+    for annotation, parent in submitted:
+        if parent is not None:  # the link to the prediction it started from survives the relabelling
+            assert s.api.get(f"/api/annotations/{annotation['id']}/")["parent_prediction"] == parent

@@ -44,7 +44,12 @@ class FakeLabelStudio(LabelStudioAPI):
 
     def get_task(self, task_id, project_id=None):
         self.calls.append(f"task {task_id}")
-        return copy.deepcopy(self.tasks.get(task_id))
+        task = self.tasks.get(task_id)
+        if task is None:
+            return None
+        mine = [a for a in self.annotations.values() if a["task"] == task_id]
+        return {**copy.deepcopy(task), "total_annotations": sum(not a["was_cancelled"] for a in mine),
+                "cancelled_annotations": sum(bool(a["was_cancelled"]) for a in mine)}
 
     def get_project(self, project_id):
         self.calls.append(f"project {project_id}")
@@ -75,6 +80,21 @@ class FakeLabelStudio(LabelStudioAPI):
         if prediction is not None:
             prediction.update(result=result, score=score, model_version=model_version)
         return copy.deepcopy(prediction)
+
+    def relabel_prediction(self, prediction_id, model_version):
+        self.calls.append(f"relabel prediction {prediction_id} {model_version}")
+        prediction = next((p for p in self.predictions if p.get("id") == prediction_id), None)
+        if prediction is not None:
+            prediction["model_version"] = model_version
+        return copy.deepcopy(prediction)
+
+    def model_versions(self, project_id):
+        self.calls.append(f"model versions of {project_id}")
+        counts: dict[str, int] = {}
+        for prediction in self.predictions:
+            if self.tasks.get(prediction["task"], {}).get("project") == project_id:
+                counts[prediction["model_version"]] = counts.get(prediction["model_version"], 0) + 1
+        return counts
 
     def delete_prediction(self, prediction_id):
         self.calls.append(f"delete prediction {prediction_id}")
