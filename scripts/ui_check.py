@@ -137,6 +137,8 @@ return {task: s.task.id, regions: sel ? sel.regions.length : null, region_types:
         predictions: s.annotationStore.predictions.length, annotations: s.annotationStore.annotations.length,
         // the editor names a prediction's author after its model_version
         editor_versions: s.annotationStore.predictions.map(p => p.createdBy),
+        // the backend's task-level note (a TextArea result) when it found nothing
+        note: (document.body.innerText.match(/ntt-label (looked at|has learnt).*/) || [null])[0],
         loaded: !!document.querySelector('canvas')};
 """
 
@@ -177,6 +179,7 @@ def task_report(api: LabelStudioAPI, backend: BackendServer, project: int, shown
     task = api.get_task(shown["task"])
     editor_versions = shown.get("editor_versions") or []
     return {"task": shown["task"], "regions_on_screen": shown.get("regions"), "region_types": shown.get("region_types"),
+            "note_on_screen": shown.get("note"),
             "predictions_in_editor": shown.get("predictions"), "editor_prediction_versions": editor_versions,
             "backend_model_version": current,
             "prediction_ids": [p.get("id") for p in predictions],
@@ -187,11 +190,19 @@ def task_report(api: LabelStudioAPI, backend: BackendServer, project: int, shown
             "annotations": task.get("total_annotations")}
 
 
+def _shapes(r: dict) -> int:
+    """Regions drawn on the image (the note is a text, not a region of the canvas)."""
+    return sum(n for kind, n in (r.get("region_types") or {}).items() if kind.endswith("region")
+               and not kind.startswith("textarea"))
+
+
 def print_report(name: str, r: dict) -> None:
     kinds = ", ".join(f"{n} {k}" for k, n in sorted((r.get("region_types") or {}).items()))
     say(f"{name}: task {r['task']}, {r['regions_on_screen']} regions on screen" + (f" ({kinds})" if kinds else "")
         + f"; {r['predictions_in_editor']} prediction(s) loaded in the editor")
     say(f"  model_version of the prediction(s) in the editor: {', '.join(r['editor_prediction_versions']) or 'none'}")
+    if r.get("note_on_screen"):
+        say(f"  the backend's note on screen: {r['note_on_screen']!r}")
     say("  the task's predictions now, via the API (id model_version: regions): "
         + (", ".join(f"{i} {v}: {n}" for i, v, n in zip(r["prediction_ids"], r["prediction_versions"],
                                                          r["prediction_regions"])) or "none"))
@@ -249,7 +260,11 @@ def run(args: argparse.Namespace) -> int:
         if args.strict and not report["next"]["has_current_version"]:
             say("--strict: the task served after the submit does not carry the backend's current model_version")
             return 1
-        if args.strict and len(report["next"].get("region_types") or {}) > 1:
+        silent = [name for name in ("first", "next") if not _shapes(report[name]) and not report[name]["note_on_screen"]]
+        if args.strict and silent:
+            say(f"--strict: the {' and '.join(silent)} task showed neither a region nor the backend's note")
+            return 1
+        if args.strict and len({k for k in report["next"].get("region_types") or {} if k.endswith("region")}) > 1:
             say(f"--strict: the served task shows several region types {report['next']['region_types']}: one region "
                 "per object was expected")
             return 1

@@ -20,6 +20,9 @@ PROMPT_TAGS = {"KeyPointLabels": "keypointlabels", "RectangleLabels": "rectangle
 DETAIL_ORDER = ("BrushLabels", "PolygonLabels", "RectangleLabels")  # the most detailed region first
 # how many controls one predicted object fills: "one" (the most detailed offering its label) or "all" of them
 REGION_FILLS = ("one", "all")
+# a <TextArea name="ntt_note" toName="<image>"/> in the config gets a task-level note when a prediction has no region
+# (Label Studio renders a region-less prediction exactly like no prediction at all)
+NOTE_CONTROL = "ntt_note"
 MAX_CONFIG_CHARS = 512 * 1024  # Label Studio's own templates are < 10 KB; the parse cache holds 64 of them at most
 
 
@@ -44,6 +47,7 @@ class LabelConfig:
     image_name: str  # name of the <Image> object the supported controls label
     value_key: str  # task data key of that image ("image" for value="$image")
     controls: tuple[Control, ...]
+    note: Control | None = None  # the TextArea named NOTE_CONTROL on that image, if any
 
     @property
     def outputs(self) -> tuple[Control, ...]:
@@ -136,7 +140,9 @@ def _parse_cached(xml: str) -> LabelConfig:
     for control in controls:
         if not control.labels:
             log.warning("label config: %s %r has no <Label> children", control.tag, control.name)
-    return LabelConfig(xml, image_name, value[1:], controls)
+    note = next((Control(c.name, c.tag, "textarea", image_name, ()) for c in interface.controls
+                 if c.tag == "TextArea" and c.name == NOTE_CONTROL and image_name in (c.to_name or [])), None)
+    return LabelConfig(xml, image_name, value[1:], controls, note)
 
 
 # a label whose name says a colour is drawn in it (red_stripes red); the others take these in turn
@@ -152,12 +158,15 @@ def label_colour(name: str, index: int) -> str:
     return next((NAMED_COLOURS[w] for w in words if w in NAMED_COLOURS), PALETTE[index % len(PALETTE)])
 
 
-def recommended_label_config(labels: list[str], tags: tuple[str, ...] = ("BrushLabels",)) -> str:
+def recommended_label_config(labels: list[str], tags: tuple[str, ...] = ("BrushLabels",), note: bool = True) -> str:
     """The demo's labeling config: one image, one BrushLabels control (one region per object, the most detailed), each
-    label in the colour its name says. `tags` adds PolygonLabels and RectangleLabels controls (the end-to-end tests
-    of every output; with NTT_REGION_CONTROLS=all each object fills all of them)."""
+    label in the colour its name says, and the TextArea where the backend says when it found nothing (`note`).
+    `tags` adds PolygonLabels and RectangleLabels controls (the end-to-end tests of every output; with
+    NTT_REGION_CONTROLS=all each object fills all of them)."""
     from xml.sax.saxutils import quoteattr
     options = "".join(f"<Label value={quoteattr(name)} background={quoteattr(label_colour(name, i))}/>"
                       for i, name in enumerate(labels))
     controls = "".join(f'  <{tag} name="{CONTROL_NAMES[tag]}" toName="image">{options}</{tag}>\n' for tag in tags)
-    return f'<View>\n  <Image name="image" value="$image" zoom="true"/>\n{controls}</View>'
+    above = (f'  <TextArea name="{NOTE_CONTROL}" toName="image" rows="1" maxSubmissions="1" '
+             'placeholder="ntt-label writes here when it finds nothing in the image"/>\n') if note else ""
+    return f'<View>\n{above}  <Image name="image" value="$image" zoom="true"/>\n{controls}</View>'

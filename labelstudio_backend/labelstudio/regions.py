@@ -291,6 +291,12 @@ def rectangle_region(control: Control, label: str, bbox_xywh: tuple[float, float
             "value": {**box_to_rectangle(bbox_xywh, width, height), "rectanglelabels": [label]}}
 
 
+def note_region(control: Control, text: str) -> dict:
+    """A task-level text in the config's note TextArea: what the annotator sees of a prediction without regions."""
+    return {"id": "ntt-note", "from_name": control.name, "to_name": control.to_name, "type": "textarea",
+            "value": {"text": [text]}, "readonly": False}
+
+
 def instance_regions(control: Control, label: str, mask: np.ndarray, bbox_xywh: tuple[float, float, float, float],
                      score: float, image_size: tuple[int, int] | None = None) -> list[dict]:
     """The result regions of one instance for one output control. `mask` may be at the engine's working size;

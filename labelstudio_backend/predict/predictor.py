@@ -17,7 +17,8 @@ import numpy as np
 
 from labelstudio_backend.fetch.images import ImageFetchError
 from labelstudio_backend.labelstudio.label_config import LabelConfig
-from labelstudio_backend.labelstudio.regions import RegionError, instance_regions, percent, rectangle_to_box
+from labelstudio_backend.labelstudio.regions import (RegionError, instance_regions, note_region, percent,
+                                                     rectangle_to_box)
 from labelstudio_backend.learn.corrections import instance_prefix
 from labelstudio_backend.predict.task_score import Thresholds, shown, task_certainty
 from labelstudio_backend.predict.thresholds import project_thresholds, project_version, region_fill
@@ -36,8 +37,27 @@ class Prompt:
     label: str | None  # the label the user picked on the smart tool
 
 
+NOTHING_LEARNT = ("ntt-label has learnt nothing in this project yet: label the objects of a few images (3 per class "
+                  "is plenty) and the next tasks arrive pre-labelled.")
+
+
 def empty_prediction(model_version: str) -> dict:
     return {"result": [], "score": 0.0, "model_version": model_version}
+
+
+def found_nothing(snap: ProjectSnapshot) -> str:
+    counts = snap.memory.counts()
+    return (f"ntt-label looked at this image and found no object scoring above its thresholds (memory revision "
+            f"{snap.memory.revision}: {sum(counts.values())} reference(s) of {len(counts)} class(es)). Draw what it "
+            "missed; submitted with nothing drawn, the image teaches it what none of the classes looks like.")
+
+
+def with_note(prediction: dict, config: LabelConfig, text: str) -> dict:
+    """A prediction without regions carries `text` in the config's note TextArea, when it has one: Label Studio shows
+    a region-less prediction exactly like no prediction at all."""
+    if prediction["result"] or config.note is None:
+        return prediction
+    return {**prediction, "result": [note_region(config.note, text)]}
 
 
 class Predictor:
@@ -66,7 +86,7 @@ class Predictor:
             return empty_prediction(version)
         task_id = task.get("id")
         if len(snap.memory) == 0:  # nothing learnt yet: no need to look at the image
-            return empty_prediction(version)
+            return with_note(empty_prediction(version), config, NOTHING_LEARNT)
         image = self._image(config, task, strict)
         if image is None:
             return empty_prediction(version)
@@ -94,7 +114,8 @@ class Predictor:
         self.rt.metrics.add("predictions")
         self.rt.metrics.add("predicted_instances", len(scores))
         log.debug("task %s: %d instance(s) in %.2f s", task_id, len(scores), time.perf_counter() - started)
-        return {"result": result, "score": task_certainty(candidates, thresholds), "model_version": version}
+        return with_note({"result": result, "score": task_certainty(candidates, thresholds), "model_version": version},
+                         config, found_nothing(snap))
 
     def _image(self, config: LabelConfig, task: dict, strict: bool = False) -> np.ndarray | None:
         data = task.get("data") if isinstance(task.get("data"), dict) else {}

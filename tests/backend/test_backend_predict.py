@@ -122,3 +122,28 @@ def test_an_engine_failure_on_one_task_does_not_fail_the_batch(app, client, data
     monkeypatch.setattr(engine, "predict", flaky)
     results = predict(client, [task_for(dataset, i) for i in dataset.positive_ids()[2:4]])
     assert results[0]["result"] == [] and results[1]["result"]
+
+
+def test_a_prediction_without_regions_says_so_in_the_configs_note(app, client, dataset):
+    """Label Studio shows a region-less prediction like none at all: with a `ntt_note` TextArea in the config the
+    backend writes why there is nothing (nothing learnt yet, or nothing found); a config without it gets [] as before,
+    and a prediction with regions gets no note."""
+    from labelstudio_backend.labelstudio.label_config import NOTE_CONTROL, parse_label_config, \
+        recommended_label_config
+    with_note = recommended_label_config(["red_stripes", "green_checker", "blue_dots"])
+    assert parse_label_config(with_note).note.name == NOTE_CONTROL
+    negative, positive = dataset.negative_ids()[0], dataset.positive_ids()[-1]
+
+    def notes(results):
+        return [[r["value"]["text"][0] for r in p["result"] if r["type"] == "textarea"] for p in results]
+
+    before = predict(client, [task_for(dataset, negative)], label_config=with_note)
+    assert notes(before) == [[before[0]["result"][0]["value"]["text"][0]]]
+    assert "learnt nothing in this project yet" in notes(before)[0][0]
+    assert before[0]["result"][0]["from_name"] == NOTE_CONTROL and before[0]["result"][0]["to_name"] == "image"
+    learn(app, client, dataset)
+    after = predict(client, [task_for(dataset, negative), task_for(dataset, positive)], label_config=with_note)
+    assert "found no object scoring above its thresholds" in notes(after)[0][0] and len(after[0]["result"]) == 1
+    assert notes(after)[1] == [] and after[1]["result"]  # regions, no note
+    plain = predict(client, [task_for(dataset, negative)])  # the 3-control config without the TextArea
+    assert plain[0]["result"] == []

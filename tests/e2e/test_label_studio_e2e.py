@@ -235,20 +235,24 @@ def test_retrieve_predictions_under_new_model_version_reach_ap(scenario: Scenari
     by_task = {p["task"]: p for p in predictions}
     assert set(by_task) == {t["id"] for t in s.tasks}, f"{len(by_task)} of {len(s.tasks)} tasks predicted"
 
-    # one region per instance, in the most detailed control (brush), with valid labels and coordinates
+    # one region per instance, in the most detailed control (brush), with valid labels and coordinates; a prediction
+    # without any, the note saying so (Label Studio stores the TextArea result as given)
     labels = set(s.names.values())
     for p in predictions:
         kinds = defaultdict(int)
         for r in p["result"]:
             kinds[r["type"]] += 1
             value = r["value"]
+            if r["type"] == "textarea":
+                assert len(p["result"]) == 1 and "found no object" in value["text"][0], p["result"]
+                continue
             assert value[r["type"]][0] in labels
             if r["type"] == "rectanglelabels":
                 assert 0 <= value["x"] <= 100 and 0 <= value["y"] <= 100 and value["width"] > 0
             if r["type"] == "polygonlabels":
                 assert len(value["points"]) >= 3
                 assert all(0 <= x <= 100 and 0 <= y <= 100 for x, y in value["points"])
-        assert set(kinds) <= {"brushlabels"}, kinds
+        assert set(kinds) <= {"brushlabels", "textarea"}, kinds
 
     # COCOeval segm on the images that are not references, from the brush RLE as Label Studio stores it
     category_of = {name: cid for cid, name in s.names.items()}

@@ -229,7 +229,8 @@ def _false_positives(prediction: dict, truths: list[tuple[str, object]]) -> list
     """The predicted instances (all regions sharing an id prefix) whose brush matches no object of its class."""
     groups: dict[str, list[dict]] = {}
     for region in prediction["result"]:
-        groups.setdefault(region["id"].split("-")[0], []).append(region)
+        if region["type"] != "textarea":  # the note of a prediction without regions
+            groups.setdefault(region["id"].split("-")[0], []).append(region)
     wrong = []
     for regions in groups.values():
         brush = next(r for r in regions if r["type"] == "brushlabels")
