@@ -2,7 +2,8 @@
 
 The prediction-level `score` of a task is the memory's *certainty* about the whole image, in [0, 1]; low means
 "label this next". The Data Manager's "Prediction score" column sorts by it (ascending: most useful first), and
-"Label All Tasks" from a view sorted that way serves the tasks in that order. (Label Studio's "Uncertainty
+"Label Tasks As Displayed" from a view sorted that way serves the tasks in that order ("Label All Tasks" ignores a
+view's sorting). (Label Studio's "Uncertainty
 sampling" does not help with a live backend: it only considers predictions whose model_version equals the project's,
 which Label Studio sets to the backend's title.)
 - an instance scored near its class threshold is uncertain: u = 1 - |score - threshold| / UNCERTAIN_BAND (clipped
