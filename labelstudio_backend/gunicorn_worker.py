@@ -178,6 +178,7 @@ class BufferedThreadWorker(ThreadWorker):
             data = b""
         if not data:  # the client went away before its request was whole
             self._stop_reading(conn)
+            spool.file.close()
             self._drop(conn)
             return
         complete = spool.feed(data)

@@ -14,7 +14,8 @@ from typing import Any, Iterable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-OUTCOMES = ("predicted", "kept", "deleted", "added")  # what annotators did with predicted regions (report/stats.py)
+# what annotators did with predicted regions, per class (learn/effort.py counts them, report/stats.py sums them)
+REGION_OUTCOMES = ("predicted", "kept", "deleted", "added")
 
 
 class Metrics:
@@ -93,7 +94,7 @@ def _project_families(gauges: dict[str, Any]) -> list[Metric]:
         for label, value in project.get("thresholds", {}).items():
             thresholds.add_metric([pid, str(label)], _number(value))
         for label, row in project.get("region_outcomes", {}).items():
-            for outcome in OUTCOMES:
+            for outcome in REGION_OUTCOMES:
                 outcomes.add_metric([pid, str(label), outcome], _number(row.get(outcome, 0)))
     return [revision, references, thresholds, outcomes]
 

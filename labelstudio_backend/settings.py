@@ -60,6 +60,9 @@ def _bind(env: Mapping[str, str]) -> str:
     return _first(env, "GUNICORN_BIND") or f"{host}:{_first(env, 'PORT', default='9090')}"
 
 
+# how many controls one predicted object fills: "one" (the most detailed offering its label) or "all" of them
+REGION_FILLS = ("one", "all")
+
 @dataclass(frozen=True)
 class Settings:
     label_studio_url: str = ""  # e.g. http://127.0.0.1:8080, no trailing slash
@@ -79,8 +82,9 @@ class Settings:
     # calibrated from corrections (predict/thresholds.py, 0.5 until a class has observations). /setup
     # extra_params {"score_threshold": x} sets one for a project and wins over both
     score_threshold: float | None = None
-    # NTT_REGION_CONTROLS: "one" region per predicted object, in the config's most detailed control (brush, else polygon,
-    # else rectangle), or "all": one in every control offering its label; extra_params {"region_controls": ...} wins
+    # NTT_REGION_CONTROLS (one of REGION_FILLS): "one" region per predicted object, in the config's most detailed
+    # control (brush, else polygon, else rectangle), or "all": one in every control offering its label;
+    # extra_params {"region_controls": ...} wins
     region_controls: str = "one"
     max_references_per_class: int | None = None
     local_files_root: Path | None = None  # LOCAL_FILES_DOCUMENT_ROOT: read /data/local-files/ from disk
@@ -195,7 +199,7 @@ class Settings:
             raise SettingsError("NTT_DOWNLOAD_MAX_BYTES and NTT_DOWNLOAD_TIMEOUT must be positive")
         if self.queue_max_bytes <= 0 or self.webhook_max_bytes <= 0:
             raise SettingsError("NTT_QUEUE_MAX_BYTES and NTT_WEBHOOK_MAX_BYTES must be positive")
-        if self.region_controls not in ("one", "all"):
+        if self.region_controls not in REGION_FILLS:
             raise SettingsError(f"NTT_REGION_CONTROLS must be 'one' or 'all', got {self.region_controls!r}")
         if not self.request_read_timeout_s > 0:
             raise SettingsError("NTT_REQUEST_READ_TIMEOUT_S must be positive")

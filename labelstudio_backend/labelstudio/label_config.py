@@ -18,8 +18,6 @@ log = logging.getLogger(__name__)
 OUTPUT_TAGS = {"BrushLabels": "brushlabels", "PolygonLabels": "polygonlabels", "RectangleLabels": "rectanglelabels"}
 PROMPT_TAGS = {"KeyPointLabels": "keypointlabels", "RectangleLabels": "rectanglelabels"}
 DETAIL_ORDER = ("BrushLabels", "PolygonLabels", "RectangleLabels")  # the most detailed region first
-# how many controls one predicted object fills: "one" (the most detailed offering its label) or "all" of them
-REGION_FILLS = ("one", "all")
 # a <TextArea name="ntt_note" toName="<image>"/> in the config gets a task-level note when a prediction has no region
 # (Label Studio renders a region-less prediction exactly like no prediction at all)
 NOTE_CONTROL = "ntt_note"

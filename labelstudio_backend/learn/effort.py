@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from labelstudio_backend.metrics import REGION_OUTCOMES
 from ntt_engine.corrections import CorrectionDiff, LabelledMask, mask_iou
 
 REDRAW_IOU = 0.9  # a kept mask below this IoU with its prediction was redrawn: one edit
 OUTCOMES = ("unchanged", "redrawn", "relabelled", "deleted", "added")
-CLASS_COUNTS = ("predicted", "kept", "deleted", "added", "final")  # per class: regions predicted ... final objects
+CLASS_COUNTS = (*REGION_OUTCOMES, "final")  # per class: regions predicted ... final objects
 
 
 def correction_effort(diff: CorrectionDiff, redraw_iou: float = REDRAW_IOU, lead_time: Any = None,

@@ -35,7 +35,6 @@ RECENT_ON_START = 20  # a process's first pass over a project relabels the paren
 class ArchiveStats:
     parents: int = 0  # predictions annotations started from, relabelled
     swept: int = 0  # other superseded predictions relabelled by a sweep
-    listed: int = 0  # this backend's versions Label Studio lists afterwards (current and archive included)
 
 
 def started_from(records: Iterable[AnnotationRecord]) -> set[int]:
@@ -80,7 +79,6 @@ class VersionArchive:
         if len(superseded) > MAX_SUPERSEDED_VERSIONS:
             stats.swept = _sweep(api, project, superseded, archive, own)
             superseded = _superseded(api, project, current, archive, own)
-        stats.listed = len(superseded) + 2
         if stats.parents or stats.swept:
             log.info("project %d: %d prediction(s) annotations started from and %d other superseded one(s) now carry "
                      "%s (Label Studio lists %d superseded version(s) of this backend besides the current one)",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -52,12 +52,12 @@ def found_nothing(snap: ProjectSnapshot) -> str:
             "missed; submitted with nothing drawn, the image teaches it what none of the classes looks like.")
 
 
-def with_note(prediction: dict, config: LabelConfig, text: str) -> dict:
-    """A prediction without regions carries `text` in the config's note TextArea, when it has one: Label Studio shows
-    a region-less prediction exactly like no prediction at all."""
+def with_note(prediction: dict, config: LabelConfig, text: Callable[[], str]) -> dict:
+    """A prediction without regions carries `text()` in the config's note TextArea, when it has one: Label Studio
+    shows a region-less prediction exactly like no prediction at all. (`text` is called only then.)"""
     if prediction["result"] or config.note is None:
         return prediction
-    return {**prediction, "result": [note_region(config.note, text)]}
+    return {**prediction, "result": [note_region(config.note, text())]}
 
 
 class Predictor:
@@ -86,7 +86,7 @@ class Predictor:
             return empty_prediction(version)
         task_id = task.get("id")
         if len(snap.memory) == 0:  # nothing learnt yet: no need to look at the image
-            return with_note(empty_prediction(version), config, NOTHING_LEARNT)
+            return with_note(empty_prediction(version), config, lambda: NOTHING_LEARNT)
         image = self._image(config, task, strict)
         if image is None:
             return empty_prediction(version)
@@ -115,7 +115,7 @@ class Predictor:
         self.rt.metrics.add("predicted_instances", len(scores))
         log.debug("task %s: %d instance(s) in %.2f s", task_id, len(scores), time.perf_counter() - started)
         return with_note({"result": result, "score": task_certainty(candidates, thresholds), "model_version": version},
-                         config, found_nothing(snap))
+                         config, lambda: found_nothing(snap))
 
     def _image(self, config: LabelConfig, task: dict, strict: bool = False) -> np.ndarray | None:
         data = task.get("data") if isinstance(task.get("data"), dict) else {}

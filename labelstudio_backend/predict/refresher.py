@@ -39,7 +39,7 @@ from labelstudio_backend.labelstudio.label_config import LabelConfigError
 from labelstudio_backend.learn.corrections import own_version_pattern
 from labelstudio_backend.predict.archive import VersionArchive
 from labelstudio_backend.predict.predictor import Predictor
-from labelstudio_backend.predict.stale import own_predictions
+from labelstudio_backend.predict.stale import own_predictions, unannotated
 from labelstudio_backend.predict.thresholds import project_thresholds, project_version
 from labelstudio_backend.runtime import EngineUnavailable, Runtime
 from labelstudio_backend.store.in_flight import PredictsInFlight
@@ -68,10 +68,6 @@ class RefreshStats:
     deleted: int = 0  # older own duplicates
     failed: int = 0
     stopped: str = ""  # why the pass ended before its last task ("" when it went through)
-
-    @property
-    def restarted(self) -> bool:
-        return self.stopped in (NEWER_MEMORY, LS_PREDICTING)
 
 
 class Refresher:
@@ -285,7 +281,7 @@ class Refresher:
 
     def _reread(self, project: int, task_id: int, own: re.Pattern) -> list[dict] | None:
         task = self.rt.api.get_task(task_id, project)
-        if task is None or task.get("total_annotations") or task.get("cancelled_annotations"):
+        if task is None or not unannotated(task):
             return None
         return own_predictions(task, own)
 

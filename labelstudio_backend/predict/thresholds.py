@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from labelstudio_backend.predict.task_score import Thresholds
+from labelstudio_backend.settings import REGION_FILLS
 from labelstudio_backend.store.projects import ProjectState
 from labelstudio_backend.store.versions import model_version
 from ntt_engine.calibration import ScoreObservation, calibrate_thresholds
@@ -40,7 +41,7 @@ def project_thresholds(state: ProjectState, env_threshold: float | None) -> Thre
 
 def region_fill(state: ProjectState, settings: Any) -> str:
     """How many controls a predicted object fills ("one" or "all"): extra_params', else NTT_REGION_CONTROLS."""
-    return state.region_controls if state.region_controls in ("one", "all") else settings.region_controls
+    return state.region_controls if state.region_controls in REGION_FILLS else settings.region_controls
 
 
 def project_version(engine: Any, snap: Any, settings: Any) -> str:

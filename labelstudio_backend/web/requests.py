@@ -10,6 +10,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from labelstudio_backend.labelstudio.ids import parse_project_id
 from labelstudio_backend.labelstudio import strict_json
+from labelstudio_backend.settings import REGION_FILLS
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def extra_params(value: Any) -> dict:
                                   or not 0.0 <= threshold <= 1.0):
         raise BadRequest(f"extra_params.score_threshold must be a number in [0, 1], got {threshold!r}")
     fill = value.get("region_controls")
-    if fill is not None and fill not in ("one", "all"):
+    if fill is not None and fill not in REGION_FILLS:
         raise BadRequest(f"extra_params.region_controls must be \"one\" (one region per object, in the most detailed "
                          f"control) or \"all\" (one in every control offering its label), got {fill!r}")
     unknown = set(value) - {"score_threshold", "region_controls"}

@@ -33,7 +33,8 @@ def train():
     rt, worker = backend.runtime, backend.worker
     body = json_body(required=False)
     project = project_of(body.get("project") or request.args.get("project"), "/train")
-    if rt.api is not None:
+    resync = rt.api is not None
+    if resync:
         job = SyncJob(SYNC, project)
     else:
         # the job holds the body's annotations: counted against NTT_QUEUE_MAX_BYTES like a webhook
@@ -45,7 +46,7 @@ def train():
     if not worker.submit(job):
         return retry_later("the event queue is full; retry later", 5)
     held = len(rt.store.snapshot(project).state.annotations)
-    if rt.api is not None:
+    if resync:
         message = (f"resync of project {project} from Label Studio queued: every annotation is re-read and the memory "
                    f"rebuilt from them ({held} annotation(s) learnt so far); the next tasks' predictions follow")
     else:
@@ -53,10 +54,9 @@ def train():
                    "learnt so far); without LABEL_STUDIO_API_KEY nothing else can be re-read")
     log.info("project %d: /train -> %s", project, message)
     # Label Studio 1.23.2 answers its "Start Training" button with an empty 200 whatever this says; it keeps `job`
-    return jsonify(status="resync queued" if rt.api is not None else "annotations queued", project=project,
-                   annotations_learnt=held, queued_annotations=None if rt.api is not None else len(job.annotations),
-                   job=f"ntt-{'resync' if rt.api is not None else 'train'}-{project}-{int(time.time())}",
-                   message=message)
+    return jsonify(status="resync queued" if resync else "annotations queued", project=project,
+                   annotations_learnt=held, queued_annotations=None if resync else len(job.annotations),
+                   job=f"ntt-{'resync' if resync else 'train'}-{project}-{int(time.time())}", message=message)
 
 
 def _annotations_job(project: int, tasks, size_bytes: int) -> SyncJob | None:
