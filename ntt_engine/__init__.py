@@ -9,10 +9,10 @@ from .memory import MemoryBank, MemoryFormatError
 from .prepared import ImageAnalysis
 from .protocols import FeatureEncoder, ProposalGenerator
 from .references import ReferenceError
-from .types import Instance, PatchFeatures, PromptSet, Proposals
+from .types import Detected, Instance, PatchFeatures, PromptSet, Proposals
 
-__all__ = ["Engine", "EngineConfig", "FeatureEncoder", "ImageAnalysis", "ImageLoadError", "Instance", "MemoryBank",
-           "MemoryFormatError", "PatchFeatures", "PromptSet", "ProposalGenerator", "Proposals", "ReferenceError",
-           "load_image"]
+__all__ = ["Detected", "Engine", "EngineConfig", "FeatureEncoder", "ImageAnalysis", "ImageLoadError", "Instance",
+           "MemoryBank", "MemoryFormatError", "PatchFeatures", "PromptSet", "ProposalGenerator", "Proposals",
+           "ReferenceError", "load_image"]
 
 __version__ = "0.1.0"

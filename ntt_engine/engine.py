@@ -30,7 +30,7 @@ from .protocols import FeatureEncoder, ProposalGenerator
 from .references import ReferenceError, check_masks, pool_references
 from .timing import StageTimes
 from .prepared import ImageAnalysis, PreparedImage
-from .types import Instance, PatchFeatures, PromptSet, Proposals
+from .types import Detected, Instance, PatchFeatures, PromptSet, Proposals
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,13 @@ class Engine:
                 thresholds: Mapping[str, float] | None = None) -> list[Instance]:
         """Instances in the original image's pixels, best score first. Empty when the memory has no classes.
         Kept: score > `score_threshold`, and score ≥ `thresholds[label]` for classes listed there (calibration)."""
+        return self.detect(image, image_key, score_threshold, memory, thresholds).instances
+
+    def detect(self, image: ImageSource, image_key: str | None = None,
+               score_threshold: float = 0.0, memory: MemoryBank | None = None,
+               thresholds: Mapping[str, float] | None = None) -> Detected:
+        """`predict`'s instances, plus the class and score of every detection, including those under the
+        thresholds (no mask is built for those): what a caller needs to say how certain the memory is."""
         with self._lock:
             memory = memory if memory is not None else self.memory
             prepared = self._prepare(image, image_key)
@@ -207,7 +214,9 @@ class Engine:
                         instances.append(prepared.instance(name, float(value), mask,
                                                            float(analysis.proposals.quality[proposal]),
                                                            positives.nearest(analysis.vectors[proposal], name)))
-            return instances
+            scores = tuple((prototypes.labels[c], float(v)) for c, v in zip(detections.label.tolist(),
+                                                                          detections.score.tolist()))
+            return Detected(instances, scores)
 
     def segment(self, image: ImageSource, prompts: PromptSet, image_key: str | None = None) -> list[Instance]:
         """Interactive prompting (clicks or boxes, original pixels) → masks labelled "" with the proposer's score."""

@@ -92,6 +92,15 @@ class Instance:
 
 
 @dataclass(frozen=True)
+class Detected:
+    """What `Engine.detect` found on one image: the instances kept, best score first, and (label, score) of every
+    detection of the image, kept or not, best first."""
+
+    instances: list[Instance]
+    scores: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
 class PromptSet:
     """Prompts for one segmentation request in original image pixels (x, y).
 

@@ -318,9 +318,10 @@ def print_welcome(args: argparse.Namespace, ls_server: LabelStudioServer, backen
     say(f"  backend:      {backend.url}  (preset {preset}; log {backend.log_path})")
     say(f"  dashboard:    {backend.url}/dashboard/{project}  (what the pre-labels save the annotators)")
     say("")
-    say("  Next: open a task - its instance masks are pre-labelled (brush, polygon and box). Fix or delete a")
-    say("  region and submit: the backend's memory updates at once and the next image follows. To pre-label")
-    say("  many tasks: select them in the Data Manager, then Actions > Retrieve Predictions.")
+    say("  Next: click Label All Tasks - each object is pre-labelled as one brush mask in its class colour. Fix")
+    say("  or delete a region and submit: the backend's memory updates at once and the next image follows.")
+    say("  The Prediction score column (Columns > Prediction score) is the memory's certainty about each")
+    say("  image: sort by it ascending, then Label Tasks As Displayed, to label the least certain first.")
     if not auto_label:
         say(f"  The memory is empty: label all objects in {REFERENCES_PER_CLASS} images per class first.")
     say("=" * 78)

@@ -114,3 +114,21 @@ def test_bboxes_match_mask_extent_and_masks_are_original_size(dataset, fitted):
         ys, xs = np.nonzero(inst.mask)
         assert inst.bbox == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
         assert 0 < inst.score <= 1 and np.isfinite(inst.score)
+
+
+def test_detect_scores_every_detection_but_builds_masks_only_above_the_threshold(dataset, fitted):
+    coco, images = dataset
+    engine, reference_images = fitted
+    below_seen = False
+    for image_id in [i for i in sorted(coco.getImgIds()) if i not in reference_images][:6]:
+        path = images / coco.loadImgs(image_id)[0]["file_name"]
+        cut, everything = engine.detect(path, score_threshold=0.5), engine.detect(path, score_threshold=0.0)
+        assert cut.scores == everything.scores  # the scores do not depend on the cut
+        assert [s for _, s in cut.scores] == sorted((s for _, s in cut.scores), reverse=True)
+        assert all(i.score > 0.5 for i in cut.instances)
+        assert [(i.label, i.score) for i in cut.instances] == [(i.label, i.score) for i in everything.instances
+                                                               if i.score > 0.5]
+        assert len(everything.instances) <= len(everything.scores)
+        below_seen |= any(s <= 0.5 for _, s in cut.scores)
+        assert [i.score for i in engine.predict(path, score_threshold=0.5)] == [i.score for i in cut.instances]
+    assert below_seen, "no detection under the threshold on 6 images: the test shows nothing"

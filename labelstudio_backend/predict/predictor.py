@@ -92,7 +92,7 @@ class Predictor:
             return empty_prediction(version)
         started = time.perf_counter()
         try:
-            candidates = engine.predict(image, score_threshold=thresholds.floor, memory=snap.memory)
+            detected = engine.detect(image, score_threshold=thresholds.floor, memory=snap.memory)
         except Exception:  # noqa: BLE001 - one bad image must not fail the whole batch
             log.exception("task %s: prediction failed; empty prediction", task_id)
             self.rt.metrics.add("predict_errors")
@@ -100,7 +100,7 @@ class Predictor:
         self.rt.metrics.time("predict", time.perf_counter() - started)
         fill = region_fill(snap.state, self.rt.settings)
         result, scores = [], []
-        for instance in shown(candidates, thresholds):
+        for instance in shown(detected.instances, thresholds):
             controls = config.region_controls(instance.label, fill)
             if not controls:
                 continue  # a label removed from the config since it was learnt
@@ -114,7 +114,7 @@ class Predictor:
         self.rt.metrics.add("predictions")
         self.rt.metrics.add("predicted_instances", len(scores))
         log.debug("task %s: %d instance(s) in %.2f s", task_id, len(scores), time.perf_counter() - started)
-        return with_note({"result": result, "score": task_certainty(candidates, thresholds), "model_version": version},
+        return with_note({"result": result, "score": task_certainty(detected.scores, thresholds), "model_version": version},
                          config, lambda: found_nothing(snap))
 
     def _image(self, config: LabelConfig, task: dict, strict: bool = False) -> np.ndarray | None:

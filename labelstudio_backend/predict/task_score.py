@@ -3,23 +3,25 @@
 The prediction-level `score` of a task is the memory's *certainty* about the whole image, in [0, 1]; low means
 "label this next". The Data Manager's "Prediction score" column sorts by it (ascending: most useful first), and
 "Label Tasks As Displayed" from a view sorted that way serves the tasks in that order ("Label All Tasks" ignores a
-view's sorting). (Label Studio's "Uncertainty
-sampling" does not help with a live backend: it only considers predictions whose model_version equals the project's,
-which Label Studio sets to the backend's title.)
-- an instance scored near its class threshold is uncertain: u = 1 - |score - threshold| / UNCERTAIN_BAND (clipped
-  at 0), also for candidates just below the threshold, which are not shown;
-- certainty = 1 - the largest u on the image;
-- an image where nothing scores within the band of any threshold is one the memory does not cover: certainty 0
-  (a negative image the annotators confirm as empty leaves the queue once it is annotated).
+view's sorting). (Label Studio's "Uncertainty sampling" does not help with a live backend: it only considers
+predictions whose model_version equals the project's, which Label Studio sets to the backend's title.)
+- every detection of the image counts, shown or not (the engine scores each proposal against its best class):
+  its *margin* is how far its score lies from its class threshold, as a fraction of the way to the end of that side
+  ((score - t) / (1 - t) above the threshold t, (t - score) / t below it): 0 on the threshold, 1 at score 1 or 0;
+- certainty = the smallest margin on the image: the least certain object decides (an image with one look-alike
+  scored 0.4 against a threshold of 0.5 is uncertain however clear its other objects are);
+- an image without any detection (nothing proposed that matches a class at all) is one the memory says nothing
+  about: certainty 0, label it next (an empty image the annotators confirm leaves the queue once annotated).
+The margin is continuous, so scores spread over [0, 1] and sorting by them orders tasks (on the demo's generated
+images and test backbones, which separate classes well, from 0.73 to 0.98).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from ntt_engine import Instance
 
-UNCERTAIN_BAND = 0.15  # scores within this distance of a class threshold count as uncertain
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,8 @@ class Thresholds:
 
     @property
     def floor(self) -> float:
-        """The lowest score still worth asking the engine for: the band below the lowest threshold."""
-        lowest = min([self.default, *self.per_class.values()])
-        return max(0.0, lowest - UNCERTAIN_BAND)
+        """The lowest threshold: the engine builds masks only above it (every score counts for the certainty)."""
+        return min([self.default, *self.per_class.values()])
 
 
 def shown(candidates: Sequence[Instance], thresholds: Thresholds) -> list[Instance]:
@@ -44,10 +45,16 @@ def shown(candidates: Sequence[Instance], thresholds: Thresholds) -> list[Instan
     return [i for i in candidates if i.score > thresholds.of(i.label)]
 
 
-def task_certainty(candidates: Sequence[Instance], thresholds: Thresholds) -> float:
-    """The prediction-level score of one task (see the module docstring)."""
-    uncertainties = [max(0.0, 1.0 - abs(i.score - thresholds.of(i.label)) / UNCERTAIN_BAND) for i in candidates
-                     if i.score > thresholds.of(i.label) - UNCERTAIN_BAND]
-    if not uncertainties:
+def margin(score: float, threshold: float) -> float:
+    """How far `score` lies from `threshold`, as a fraction of the way to 1 (above it) or to 0 (below it)."""
+    if score > threshold:
+        return (score - threshold) / (1.0 - threshold) if threshold < 1.0 else 1.0
+    return (threshold - score) / threshold if threshold > 0.0 else 1.0
+
+
+def task_certainty(scores: Iterable[tuple[str, float]], thresholds: Thresholds) -> float:
+    """The prediction-level score of one task from (label, score) of every detection (see the module docstring)."""
+    margins = [margin(score, thresholds.of(label)) for label, score in scores]
+    if not margins:
         return 0.0
-    return round(1.0 - max(uncertainties), 4)
+    return round(min(1.0, max(0.0, min(margins))), 4)

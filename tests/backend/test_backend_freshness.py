@@ -28,12 +28,17 @@ def _instance(label: str, score: float) -> Instance:
 def test_task_certainty_is_low_near_a_threshold_and_without_coverage():
     thresholds = Thresholds(0.5, {"b": 0.8})
     assert task_certainty([], thresholds) == 0.0  # nothing the memory recognises: label it next
-    assert task_certainty([_instance("a", 0.1)], thresholds) == 0.0  # far below every threshold: no coverage
-    assert task_certainty([_instance("a", 0.95), _instance("b", 0.99)], thresholds) == 1.0
-    borderline = task_certainty([_instance("a", 0.95), _instance("b", 0.79)], thresholds)  # b just below its 0.8
-    assert 0.0 < borderline < 0.1
+    assert task_certainty([("a", 0.1)], thresholds) == 0.8  # far below its threshold: fairly sure it is no "a"
+    assert task_certainty([("a", 0.95), ("b", 0.99)], thresholds) == 0.9  # the least certain object decides
+    borderline = task_certainty([("a", 0.95), ("b", 0.79)], thresholds)  # b just below its 0.8
+    assert 0.0 < borderline < 0.02
+    assert task_certainty([("a", 1.0), ("b", 0.0)], thresholds) == 1.0
+    assert task_certainty([("a", 0.5)], thresholds) == 0.0  # on the threshold: a coin toss
+    # continuous: a task's score orders it among others (the old band gave 0 or 1 on the demo's images)
+    ranked = [task_certainty([("a", s)], thresholds) for s in (0.55, 0.7, 0.9, 0.99)]
+    assert ranked == sorted(ranked) and len(set(ranked)) == 4
     assert [i.label for i in shown([_instance("a", 0.6), _instance("b", 0.6)], thresholds)] == ["a"]
-    assert thresholds.floor == 0.35
+    assert thresholds.floor == 0.5
 
 
 def test_activity_waits_until_the_projects_events_are_applied():

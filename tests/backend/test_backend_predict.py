@@ -110,7 +110,7 @@ def test_interactive_click_returns_the_sam_mask_as_a_brush(client, dataset):
 def test_an_engine_failure_on_one_task_does_not_fail_the_batch(app, client, dataset, monkeypatch):
     learn(app, client, dataset, kinds=("brush",))
     engine = app.extensions["ntt"].runtime.engine()
-    real = engine.predict
+    real = engine.detect
     calls = []
 
     def flaky(image, **kwargs):
@@ -119,7 +119,7 @@ def test_an_engine_failure_on_one_task_does_not_fail_the_batch(app, client, data
             raise RuntimeError("CUDA out of memory")
         return real(image, **kwargs)
 
-    monkeypatch.setattr(engine, "predict", flaky)
+    monkeypatch.setattr(engine, "detect", flaky)
     results = predict(client, [task_for(dataset, i) for i in dataset.positive_ids()[2:4]])
     assert results[0]["result"] == [] and results[1]["result"]
 
