@@ -41,6 +41,22 @@ def create_personal_access_token(base_url: str, email: str, password: str, timeo
     return r.json()["token"]
 
 
+def create_user(inviter: "LabelStudioAPI", email: str, password: str, timeout: float = 30.0) -> str:
+    """A new member of `inviter`'s organization, signed up through its invite link as a person would (GET /api/invite,
+    then the signup form); returns the new user's personal access token."""
+    base_url = inviter.base_url
+    token = inviter.get("/api/invite")["token"]
+    signup = f"{base_url}/user/signup/?token={token}"
+    s = requests.Session()
+    s.get(signup, timeout=timeout).raise_for_status()
+    r = s.post(signup, data={"email": email, "password": password, "csrfmiddlewaretoken": s.cookies.get("csrftoken")},
+               headers={"Referer": signup}, allow_redirects=False, timeout=timeout)
+    if r.status_code != 302:
+        raise RuntimeError(f"signup of {email} failed: POST /user/signup/ -> {r.status_code} (expected 302): "
+                           f"{r.text[:300]}")
+    return create_personal_access_token(base_url, email, password, timeout)
+
+
 class APIError(RuntimeError):
     def __init__(self, response: requests.Response):
         self.response = response
@@ -202,7 +218,8 @@ class LabelStudioAPI:
         """The label stream's next task for this user, as the editor asks for it (Label Studio calls /setup, and
         /predict when the task has no prediction of the current model_version); None when none is left."""
         task = self.get(f"/api/projects/{project}/next", expect=(200, 404))
-        return task if isinstance(task, dict) and task.get("id") else None
+        # a 404 answers {"id": <a uuid of the error>, "detail": "There are no tasks for ..."}
+        return task if isinstance(task, dict) and isinstance(task.get("id"), int) else None
 
     def create_prediction(self, task: int, result: list[dict], model_version: str, score: float = 0.5) -> dict:
         return self.post("/api/predictions/", {"task": task, "result": result, "model_version": model_version,

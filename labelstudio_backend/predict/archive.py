@@ -11,8 +11,9 @@ score and every annotation's `parent_prediction` stay) its superseded prediction
   restart, a race), in one sweep over the project's tasks, run only when Label Studio lists more than
   MAX_SUPERSEDED_VERSIONS superseded versions of this backend.
 The tasks the refresh keeps current carry the current version; Label Studio re-predicts an archived task (its version
-is not the current one) when it serves it, and /predict then deletes the archived prediction (stale.py). So this
-backend's entries in the lists are the current version, `.archived`, and at most MAX_SUPERSEDED_VERSIONS others.
+is not the current one) when it serves it, and /predict archives any live older one first (stale.py). Nothing is
+deleted: an open editor's submit names its prediction as parent_prediction. So this backend's entries in the lists
+are the current version, `.archived`, and at most MAX_SUPERSEDED_VERSIONS others.
 """
 from __future__ import annotations
 

@@ -7,10 +7,11 @@ already-predicted task shows its old prediction there until someone runs "Retrie
 What (API mode only, one background thread per process, bounded):
 - the first NTT_REFRESH_TASKS tasks nobody has annotated or skipped, by id (the order of Label Studio's sequential
   label stream; with uncertainty or random sampling the stream picks among the same tasks);
-- a task that already has a prediction of the current version keeps it (older own versions are deleted);
+- a task that already has a prediction of the current version keeps it (older own versions are archived);
 - else the newest of *this backend's own* predictions on it (this engine's id, any revision) is
   replaced in place (PATCH: its id stays, so an annotator who has the task open can still submit, since the
-  submit names that id as parent_prediction), older own ones are deleted, and a task without one gets a new one;
+  submit names that id as parent_prediction), older own ones are archived (relabelled `<engine id>.archived`, not
+  deleted: an editor may hold one open, and its submit names it), and a task without one gets a new one;
 - predictions of other models are never touched, nor tasks with annotations, but for the version label of this
   backend's superseded predictions, relabelled to `<engine id>.archived` after each complete pass so that Label
   Studio's version lists stay short (predict/archive.py; the prediction, its id and parent links stay);
@@ -39,7 +40,7 @@ from labelstudio_backend.labelstudio.label_config import LabelConfigError
 from labelstudio_backend.learn.corrections import own_version_pattern
 from labelstudio_backend.predict.archive import VersionArchive
 from labelstudio_backend.predict.predictor import Predictor
-from labelstudio_backend.predict.stale import own_predictions, unannotated
+from labelstudio_backend.predict.stale import live_predictions, unannotated
 from labelstudio_backend.predict.thresholds import project_thresholds, project_version
 from labelstudio_backend.runtime import EngineUnavailable, Runtime
 from labelstudio_backend.store.in_flight import PredictsInFlight
@@ -65,7 +66,7 @@ class RefreshStats:
     current: int = 0  # already carried a prediction of this version
     updated: int = 0  # own stale prediction replaced in place
     created: int = 0
-    deleted: int = 0  # older own duplicates
+    archived: int = 0  # older own duplicates, relabelled to the archive version
     failed: int = 0
     stopped: str = ""  # why the pass ended before its last task ("" when it went through)
 
@@ -220,10 +221,10 @@ class Refresher:
             return False
         version = stats.model_version = project_version(engine, snap, self.rt.settings)
         stats.tasks += 1
-        mine = own_predictions(task, own)
+        mine = live_predictions(task, own)
         if any(p["model_version"] == version for p in mine):  # e.g. Label Studio's own /predict made it
             stats.current += 1
-            self._delete(task["id"], _superseded_by_current(mine, version), stats)
+            self._retire(task["id"], _superseded_by_current(mine, version), stats)
             return True
         config = self.rt.label_config(snap.state)
         lean = {"id": task["id"], "data": task.get("data"), "project": project}
@@ -239,7 +240,7 @@ class Refresher:
             return True  # annotated (or gone) meanwhile: not ours to touch any more
         if any(p["model_version"] == version for p in mine):
             stats.current += 1
-            self._delete(task["id"], _superseded_by_current(mine, version), stats)
+            self._retire(task["id"], _superseded_by_current(mine, version), stats)
             return True
         self._store(task["id"], mine, prediction, stats)
         return True
@@ -248,15 +249,15 @@ class Refresher:
         self.rt.metrics.add("refresh_passes")
         self.rt.metrics.add("refresh_predictions_updated", stats.updated)
         self.rt.metrics.add("refresh_predictions_created", stats.created)
-        self.rt.metrics.add("refresh_predictions_deleted", stats.deleted)
+        self.rt.metrics.add("refresh_predictions_archived", stats.archived)
         self.rt.metrics.time("refresh", seconds)
         if stats.tasks == 0 and stats.failed == 0:
             log.info("project %d: refresh pass ended before its first task after %.1f s: %s", stats.project, seconds,
                      stats.stopped or "no task without an annotation")
             return
         log.info("project %d: predictions of %d task(s) brought to %s in %.1f s (%d already current, %d replaced, "
-                 "%d new, %d older duplicates deleted, %d failed)%s", stats.project, stats.tasks,
-                 stats.model_version or "-", seconds, stats.current, stats.updated, stats.created, stats.deleted,
+                 "%d new, %d older duplicates archived, %d failed)%s", stats.project, stats.tasks,
+                 stats.model_version or "-", seconds, stats.current, stats.updated, stats.created, stats.archived,
                  stats.failed, f"; stopped: {stats.stopped}" if stats.stopped else "")
 
     def _store(self, task_id: int, mine: list[dict], prediction: dict, stats: RefreshStats) -> None:
@@ -269,21 +270,22 @@ class Refresher:
         else:
             api.create_prediction(task_id, *args)
             stats.created += 1
-        self._delete(task_id, [p for p in mine if p["id"] != kept], stats)
+        self._retire(task_id, [p for p in mine if p["id"] != kept], stats)
 
-    def _delete(self, task_id: int, predictions: list[dict], stats: RefreshStats) -> None:
+    def _retire(self, task_id: int, predictions: list[dict], stats: RefreshStats) -> None:
+        archive = archive_version(self.rt.engine().model_id)
         for older in predictions:
             try:
-                self.rt.api.delete_prediction(older["id"])
-                stats.deleted += 1
+                self.rt.api.relabel_prediction(older["id"], archive)
+                stats.archived += 1
             except LabelStudioAPIError as exc:
-                log.warning("task %s: cannot delete its stale prediction %s: %s", task_id, older["id"], exc)
+                log.warning("task %s: cannot archive its stale prediction %s: %s", task_id, older["id"], exc)
 
     def _reread(self, project: int, task_id: int, own: re.Pattern) -> list[dict] | None:
         task = self.rt.api.get_task(task_id, project)
         if task is None or not unannotated(task):
             return None
-        return own_predictions(task, own)
+        return live_predictions(task, own)
 
     def _wait_predicts(self, project: int) -> None:
         """/predict requests go first; Label Studio stores their predictions itself when they return."""

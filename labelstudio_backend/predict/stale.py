@@ -1,11 +1,15 @@
-"""At most one prediction of this backend on a task nobody has annotated: the older ones go before a newer one lands.
+"""At most one live prediction of this backend on a task nobody has annotated: the older ones are archived before a
+newer one lands.
 
 Label Studio asks /predict for a task of the label stream whenever the task holds no prediction of the version /setup
 just returned, and stores the answer beside the task's older predictions: after each submit the next task held two of
-this backend's predictions until the background refresh deleted the older (3-8 s in the demo). Here /predict deletes
-them itself, before it answers, so the task goes from one to none to one, never two. Only for tasks Label Studio's API
-says are unannotated (the predictions an annotation started from are never touched: they hold `parent_prediction`), and
-only predictions the API lists on that task (the request body is not trusted with ids to delete).
+this backend's predictions until the background refresh dealt with the older (3-8 s in the demo). Here /predict
+relabels them itself, before it answers, to `<engine>.archived` (a PATCH of model_version only), so the task goes from
+one live prediction to none to one, never two. Archived, not deleted: another annotator may have the task open with
+the older prediction (an overlap of 2 or more, a task opened from the Data Manager, or Label Studio on sqlite serving
+one task to two annotators at once), and that editor's submit names it as parent_prediction, which Label Studio
+rejects once the prediction is gone. Only for tasks Label Studio's API says are unannotated, and only predictions the
+API lists on that task (the request body is not trusted with ids).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Any
 
 from labelstudio_backend.labelstudio.client import LabelStudioAPIError
 from labelstudio_backend.labelstudio.ids import integer_id
+from labelstudio_backend.store.versions import is_archive_version
 
 log = logging.getLogger(__name__)
 
@@ -27,31 +32,37 @@ def own_predictions(task: dict, own: re.Pattern) -> list[dict]:
                    and own.match(str(p.get("model_version", "")))), key=lambda p: p["id"])
 
 
+def live_predictions(task: dict, own: re.Pattern) -> list[dict]:
+    """This engine's predictions on a task that are not archived, oldest first."""
+    return [p for p in own_predictions(task, own) if not is_archive_version(str(p["model_version"]))]
+
+
 def unannotated(task: dict) -> bool:
     return not task.get("total_annotations") and not task.get("cancelled_annotations")
 
 
-def retire_superseded(api: Any, project: int, tasks: list[Any], answers: list[dict], own: re.Pattern,
+def retire_superseded(api: Any, project: int, tasks: list[Any], answers: list[dict], own: re.Pattern, archive: str,
                       metrics: Any) -> int:
-    """Delete this backend's predictions of another version on each unannotated task answered; how many went."""
-    deleted = 0
+    """Relabel this backend's live predictions of another version on each unannotated task answered to `archive`;
+    how many were."""
+    retired = 0
     for task, answer in zip(tasks, answers):
         if not isinstance(task, dict) or integer_id(task.get("id")) is None or not unannotated(task):
             continue
         version = answer.get("model_version")
-        if not any(p["model_version"] != version for p in own_predictions(task, own)):
+        if not any(p["model_version"] != version for p in live_predictions(task, own)):
             continue  # the body says there is nothing to retire: no API call
         try:
             listed = api.get_task(task["id"], project)
             if listed is None or not unannotated(listed):
                 continue
-            for older in (p for p in own_predictions(listed, own) if p["model_version"] != version):
-                api.delete_prediction(older["id"])
-                deleted += 1
-        except LabelStudioAPIError as exc:  # the refresh deletes it later
-            log.warning("project %d, task %s: cannot delete its superseded prediction: %s", project, task["id"], exc)
-    if deleted:
-        metrics.add("predictions_superseded_deleted", deleted)
-        log.info("project %d: %d superseded prediction(s) of this backend deleted before answering /predict",
-                 project, deleted)
-    return deleted
+            for older in (p for p in live_predictions(listed, own) if p["model_version"] != version):
+                api.relabel_prediction(older["id"], archive)
+                retired += 1
+        except LabelStudioAPIError as exc:  # the refresh retires it later
+            log.warning("project %d, task %s: cannot archive its superseded prediction: %s", project, task["id"], exc)
+    if retired:
+        metrics.add("predictions_superseded_archived", retired)
+        log.info("project %d: %d superseded prediction(s) of this backend archived before answering /predict",
+                 project, retired)
+    return retired

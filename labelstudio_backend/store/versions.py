@@ -40,6 +40,10 @@ def archive_version(model_id: str) -> str:
     return f"{model_id}.{ARCHIVE_SUFFIX}"
 
 
+def is_archive_version(model_version: str) -> bool:
+    return model_version.endswith(f".{ARCHIVE_SUFFIX}")
+
+
 def own_version_pattern(model_id: str) -> re.Pattern:
     """Versions this engine made, whatever the revision and thresholds (and the older form without a digest), and its
     archive version."""

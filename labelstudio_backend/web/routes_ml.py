@@ -21,6 +21,7 @@ from labelstudio_backend.learn.resync import RESYNC_STALE_S
 from labelstudio_backend.predict.stale import retire_superseded
 from labelstudio_backend.predict.thresholds import project_version
 from labelstudio_backend.store.in_flight import wait_for_events
+from labelstudio_backend.store.versions import archive_version
 from labelstudio_backend.web.backend import Backend, current_backend
 from labelstudio_backend.web.requests import (
     PREDICT_ENGINE_WAIT_S,
@@ -104,8 +105,9 @@ def _predict(backend: Backend):
     with backend.predicts.hold(project):
         results = backend.predictor.predict_tasks(snap, config, tasks, params.get("context"))
         if rt.api is not None and not isinstance(params.get("context"), dict):
-            # Label Studio stores these beside the tasks' older predictions: those go first (predict/stale.py)
-            retire_superseded(rt.api, project, tasks, results, own_version_pattern(rt.engine()), rt.metrics)
+            # Label Studio stores these beside the tasks' older predictions: those are archived first (stale.py)
+            retire_superseded(rt.api, project, tasks, results, own_version_pattern(rt.engine()),
+                              archive_version(rt.engine().model_id), rt.metrics)
     return jsonify(results=results)
 
 

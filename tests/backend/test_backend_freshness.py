@@ -114,16 +114,21 @@ def test_refresh_replaces_own_stale_predictions_in_place_and_keeps_other_models(
     assert refresher.wait_idle(30)
     head = [t for t in sorted(ls.tasks) if t not in (100 + ids[0], 100 + ids[1])][:3]
     for task in head:
-        own = [p for p in ls.tasks[task]["predictions"] if p["model_version"] != "someone-else-v1"]
+        own = [p for p in ls.tasks[task]["predictions"] if p["model_version"] != "someone-else-v1"
+               and not p["model_version"].endswith(".archived")]
         assert [revision_of(p["model_version"]) for p in own] == [2], (task, own)
         assert 0.0 <= own[0]["score"] <= 1.0
     kept = {p["id"] for t in unlabelled for p in first[t]} & {p["id"] for t in head for p in ls.tasks[t]["predictions"]}
     assert kept, "own predictions are updated in place (same id), not re-created"
     assert [p["model_version"] for p in ls.tasks[unlabelled[0]]["predictions"]].count("someone-else-v1") == 1
-    # two own predictions on one task: the newest is replaced in place, the older one deleted
-    assert [p["id"] for p in ls.tasks[unlabelled[1]]["predictions"]] == [stale_duplicate["id"]]
-    deleted = [c for c in ls.calls if c.startswith("delete prediction")]
-    assert deleted == [f"delete prediction {first[unlabelled[1]][0]['id']}"]
+    # two own predictions on one task: the newest is replaced in place, the older one archived (not deleted: an
+    # editor may hold it open, and its submit names it as parent_prediction)
+    older_id = first[unlabelled[1]][0]["id"]
+    (archived, updated), = [ls.tasks[unlabelled[1]]["predictions"]]
+    assert (archived["id"], archived["model_version"]) == (older_id, version.split(".r")[0] + ".archived")
+    assert updated["id"] == stale_duplicate["id"] and revision_of(updated["model_version"]) == 2
+    assert not [c for c in ls.calls if c.startswith("delete prediction")]
+    assert [c for c in ls.calls if c.startswith(f"relabel prediction {older_id} ")]
     counters = client.get("/metrics").json["counters"]
     assert counters["refresh_passes"] >= 2 and counters["refresh_predictions_updated"] >= 2
 
@@ -255,10 +260,11 @@ def test_one_odd_task_in_a_listing_never_costs_the_others_their_refresh(make_app
     assert all([p["model_version"] for p in ls.tasks[t]["predictions"]] == [version] for t in left)
 
 
-def test_predict_deletes_the_tasks_superseded_own_predictions_before_answering(make_app, dataset):
-    """Label Studio stores /predict's answer beside a task's older predictions: the backend deletes its own older ones
-    first, so an unannotated task never holds two; annotated tasks, other models' predictions and ids the request
-    body claims but Label Studio does not list are left alone."""
+def test_predict_archives_the_tasks_superseded_own_predictions_before_answering(make_app, dataset):
+    """Label Studio stores /predict's answer beside a task's older predictions: the backend archives its own older
+    ones first (relabelled, never deleted: an open editor's submit names them), so an unannotated task never holds
+    two live ones; annotated tasks, other models' predictions and ids the request body claims but Label Studio does
+    not list are left alone."""
     from support.backend_helpers import predict
     ls, app, client = _refresh_project(make_app, dataset, refresh_tasks=0, images=6)
     ids = dataset.positive_ids()
@@ -276,10 +282,11 @@ def test_predict_deletes_the_tasks_superseded_own_predictions_before_answering(m
              {**ls.get_task(forged), "project": PROJECT, "predictions": [dict(victim, task=forged)]}]
     results = predict(client, tasks)
     assert [r["model_version"] for r in results] == [version] * 3
-    remaining = {p["id"] for p in ls.predictions}
-    assert mine["id"] not in remaining  # superseded, on an unannotated task: gone before the answer
-    assert {theirs["id"], parent["id"], victim["id"]} <= remaining
-    assert client.get("/metrics").json["counters"]["predictions_superseded_deleted"] == 1
+    versions = {p["id"]: p["model_version"] for p in ls.predictions}
+    assert versions[mine["id"]] == f"{engine_id}.archived"  # superseded, on an unannotated task: archived first
+    assert (versions[theirs["id"]], versions[parent["id"]], versions[victim["id"]]) == ("someone-else-v1", older, older)
+    assert not [c for c in ls.calls if c.startswith("delete prediction")]
+    assert client.get("/metrics").json["counters"]["predictions_superseded_archived"] == 1
 
 
 def test_superseded_own_predictions_move_to_one_archive_version(make_app, dataset):
