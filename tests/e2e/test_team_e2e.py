@@ -10,7 +10,9 @@ The full figure (1, 4 and 8 annotators, 5 tasks each) is benchmarks/bench_team_l
 """
 from __future__ import annotations
 
+import itertools
 import sys
+import threading
 from collections import Counter, defaultdict
 
 import pytest
@@ -49,16 +51,41 @@ def test_a_team_of_eight_labels_one_project_at_once(ls_api: LabelStudioAPI, synt
     def gauge() -> dict:
         return project_gauge(backend, project) or {}
 
+    objects_of: dict[int, int] = {}
     for _ in range(REFERENCES):
         task = ls_api.next_task(project)
         ls_api.create_annotation(task["id"], ground_truth(task))
+        objects_of[task["id"]] = len(truth[-1])
+    richest = max(objects_of, key=objects_of.get)  # the reference revised below
+    assert objects_of[richest] >= 2
     wait_until(lambda: gauge().get("annotations") == REFERENCES, WAIT_S, what="the references in the memory",
                proc=backend.proc, log=backend.log_path)
     engine = gauge()["model_version"].rsplit(".r", 1)[0]
 
     team = join_team(ls_api, ANNOTATORS, f"team-{project}")
-    serves = label_as_team(team, project, TASKS_EACH, ground_truth, revision=lambda: gauge()["revision"],
-                           own_prefix=engine + ".")
+    # sampled all along: unannotated tasks holding two live (not archived) predictions of this backend
+    doubled: dict[int, list[str]] = {}
+    samples, stop = [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            annotated = {t["id"] for t in ls_api.list_tasks(project) if t["total_annotations"]}
+            live: dict[int, list[str]] = defaultdict(list)
+            for p in ls_api.list_predictions(project=project):
+                if p["model_version"].startswith(engine + ".r") and p["task"] not in annotated:
+                    live[p["task"]].append(p["model_version"])
+            doubled.update({t: v for t, v in live.items() if len(v) > 1})
+            samples[0] += 1
+            stop.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        serves = label_as_team(team, project, TASKS_EACH, ground_truth, revision=lambda: gauge()["revision"],
+                               own_prefix=engine + ".")
+    finally:
+        stop.set()
+        sampler.join(30)
     figures = summarise(serves)
     print(f"\n[e2e] team of {ANNOTATORS}: {figures}; behind by serve: {[s.behind for s in serves]}", file=sys.stderr)
 
@@ -72,6 +99,9 @@ def test_a_team_of_eight_labels_one_project_at_once(ls_api: LabelStudioAPI, synt
     twice = {task for task, n in Counter(s.task for s in serves).items() if n > 1}
     print(f"[e2e] tasks served to two annotators at once: {sorted(twice)}", file=sys.stderr)
     assert all(s.version is not None for s in serves if s.task not in twice), [s for s in serves if s.version is None]
+    # two live predictions on a task nobody has annotated: only where both of its annotators' /predict stored one
+    print(f"[e2e] {samples[0]} samples of every task's predictions; doubled: {doubled}", file=sys.stderr)
+    assert samples[0] >= 5 and not set(doubled) - twice, doubled
     assert figures["max_behind"] <= 1, [s for s in serves if s.behind > 1]
 
     # one model_version per memory state, whichever worker named it
@@ -89,6 +119,29 @@ def test_a_team_of_eight_labels_one_project_at_once(ls_api: LabelStudioAPI, synt
     objects = Counter(names[a["category_id"]] for anns in truth for a in anns)
     assert memory["references"] == dict(objects), (memory["references"], objects)
     assert memory["negative_images"] == sum(1 for anns in truth if not anns)
+
+    # Label Studio's version lists stay short however many revisions the memory went through: the admin revises a
+    # reference (one object more or less each time) until the memory has passed 30 revisions
+    reference = ls_api.list_annotations(richest)[0]
+    full = reference["result"]
+    for step in itertools.count():
+        revision = gauge()["revision"]
+        if revision >= 30:
+            break
+        ls_api.update_annotation(reference["id"], full[:-1] if step % 2 == 0 else full)
+        wait_until(lambda: gauge().get("revision", 0) > revision, WAIT_S, what="the update in the memory",
+                   proc=backend.proc, log=backend.log_path)
+
+    def short() -> dict | None:
+        listed = ls_api.get(f"/api/projects/{project}/model-versions/")
+        own = {v: n for v, n in listed.items() if v.startswith(engine + ".") and n}
+        return own if len(own) <= 4 and gauge()["model_version"] in own else None
+
+    own = wait_until(short, WAIT_S, what="a short version list", proc=backend.proc, log=backend.log_path)
+    print(f"[e2e] after {gauge()['revision']} revisions Label Studio lists {own} of this backend", file=sys.stderr)
+    ls_api.update_annotation(reference["id"], full)
+    memory = wait_until(lambda: (g := gauge()).get("references") == dict(objects) and g, WAIT_S,
+                        what="the reference whole again", proc=backend.proc, log=backend.log_path)
 
     fresh = start_backend("team-resync")
     r = requests.post(f"{fresh.url}/train", json={"project": f"{project}.1", "annotations": [], "params": {}},
