@@ -32,6 +32,7 @@ from labelstudio_backend.labelstudio.ids import integer_id
 from labelstudio_backend.labelstudio.label_config import LabelConfig
 from labelstudio_backend.labelstudio.regions import Region, parse_result
 from labelstudio_backend.learn.effort import REDRAW_IOU, correction_effort, drawn_effort
+from labelstudio_backend.learn.thumbnails import Thumbnail, region_thumbnails
 from labelstudio_backend.store import versions
 from ntt_engine import Engine, MemoryBank, PromptSet, ReferenceError
 from ntt_engine.calibration import ScoreObservation, leave_one_out, observations_from_diff
@@ -70,6 +71,7 @@ class Learned:
     missed: dict[str, int] = field(default_factory=dict)
     source: str = "drawn"  # "drawn" (no prediction), "correction <id>", or "copy <id>"
     effort: dict = field(default_factory=dict)  # learn/effort.py
+    thumbnails: list[Thumbnail] = field(default_factory=list)  # the dashboard's gallery (learn/thumbnails.py)
 
 
 def parse_regions(result: Any, config: LabelConfig, image_size: tuple[int, int]) -> tuple[list[IdRegion], list[str]]:
@@ -229,6 +231,10 @@ def learn(engine: Engine, image: np.ndarray, config: LabelConfig, annotation: di
         if leave_one_out_observations and final_objects and len(memory) > 0:
             learned.observations, learned.missed = leave_one_out(engine, ref, image, final_objects, memory=memory)
     learned.entries, learned.references, learned.negatives = pool(engine, image, references, negatives, what)
+    try:
+        learned.thumbnails = region_thumbnails(image, references, negatives)
+    except Exception as exc:  # noqa: BLE001 - pictures for the dashboard: the annotation is still learnt
+        log.warning("%s: no gallery thumbnails: %s", what, exc)
     return learned
 
 

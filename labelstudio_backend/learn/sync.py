@@ -40,7 +40,9 @@ from labelstudio_backend.learn.corrections import (IdRegion, Learned, empty_anno
 from labelstudio_backend.learn.noop_events import is_older, same_entries, same_negative
 from labelstudio_backend.learn.resync import FullResync
 from labelstudio_backend.runtime import Runtime
+from labelstudio_backend.learn.thumbnails import NEGATIVE_IMAGE, Thumbnail, image_thumbnail
 from labelstudio_backend.store.projects import AnnotationRecord, ProjectSnapshot, ref_id
+from labelstudio_backend.store.thumbnails import ThumbnailStore
 from ntt_engine import Engine
 
 log = logging.getLogger(__name__)
@@ -208,11 +210,14 @@ class Synchronizer(FullResync):
         self.rt.metrics.add("annotations_removed", len(known))
         return len(known)
 
-    @staticmethod
-    def _forget(engine: Engine, snap: ProjectSnapshot, annotation_id: int) -> None:
+    def _forget(self, engine: Engine, snap: ProjectSnapshot, annotation_id: int) -> None:
         if ref_id(annotation_id) in snap.memory:
             engine.remove_reference(ref_id(annotation_id), memory=snap.memory)
-        snap.state.annotations.pop(str(annotation_id), None)
+        if snap.state.annotations.pop(str(annotation_id), None) is not None:
+            try:
+                self._thumbnails(snap).remove(annotation_id)
+            except OSError as exc:  # never shown again: its record is gone
+                log.warning("annotation %d: gallery thumbnails not removed: %s", annotation_id, exc)
 
     # ----- applying -----
     def apply(self, project_id: int, config: LabelConfig | None, pairs: list[tuple[dict, dict | None]]) -> None:
@@ -301,6 +306,11 @@ class Synchronizer(FullResync):
                     self.rt.api.get_prediction if self.rt.api is not None else None))
             except Exception as exc:  # noqa: BLE001 - the figures are secondary: the annotation is still learnt
                 log.warning("annotation %d: its effort could not be counted: %s", item.annotation_id, exc)
+        if not item.cancelled and not item.has_geometry and item.image is not None:
+            try:
+                item.learned.thumbnails = [Thumbnail("", NEGATIVE_IMAGE, image_thumbnail(item.image))]
+            except Exception as exc:  # noqa: BLE001 - a picture for the dashboard only
+                log.warning("annotation %d: no gallery thumbnail: %s", item.annotation_id, exc)
         if item.cancelled or not item.has_geometry or not item.regions:
             return
         memory = self.rt.store.snapshot(project_id).memory
@@ -370,4 +380,18 @@ class Synchronizer(FullResync):
         elif ref in snap.memory:
             engine.remove_reference(ref, memory=snap.memory)
             log.warning("annotation %d: no usable region left; removed its earlier references", item.annotation_id)
+        record.thumbs = self._keep_thumbnails(snap, item, record.kind)
         snap.state.annotations[key] = record
+
+    def _keep_thumbnails(self, snap: ProjectSnapshot, item: Prepared, kind: str) -> list[list[str]]:
+        """The annotation's gallery thumbnails on disk (none for one that taught nothing); what they show."""
+        shown = item.learned.thumbnails if kind in ("reference", "negative") else []
+        try:
+            self._thumbnails(snap).replace(item.annotation_id, [t.png for t in shown])
+        except OSError as exc:  # the gallery shows a blank tile; the memory is what matters
+            log.warning("annotation %d: gallery thumbnails not written: %s", item.annotation_id, exc)
+            return []
+        return [[t.label, t.kind] for t in shown]
+
+    def _thumbnails(self, snap: ProjectSnapshot) -> ThumbnailStore:
+        return ThumbnailStore(self.rt.store.project_dir(snap.state.project_id))

@@ -16,6 +16,7 @@ from ntt_engine import MemoryBank
 
 RECENT = 10  # the last corrections listed
 WINDOW = 5  # moving average of the effort curve, in tasks
+GALLERY_PER_GROUP = 12  # thumbnails shown per class (and of negative images), newest first
 
 
 def project_stats(state: ProjectState, memory: MemoryBank, thresholds: Thresholds, threshold_source: str,
@@ -37,7 +38,23 @@ def project_stats(state: ProjectState, memory: MemoryBank, thresholds: Threshold
         "classes": _classes(state, memory, thresholds, threshold_source),
         "curve": _curve(records),
         "recent": [_row(key, r) for key, r in corrections[-RECENT:]][::-1],
+        "gallery": gallery(state),
     }
+
+
+def gallery(state: ProjectState, per_group: int = GALLERY_PER_GROUP) -> list[dict[str, Any]]:
+    """The memory in pictures: per class its newest reference and negative thumbnails, then the newest negative
+    images, each with the annotation and task it came from (store/thumbnails.py has the files)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    newest_first = sorted(((key, r) for key, r in state.annotations.items() if key.isdigit() and r.thumbs),
+                          key=lambda kr: (kr[1].updated_at or "", int(kr[0])), reverse=True)
+    for key, record in newest_first:
+        for index, (label, kind) in enumerate(record.thumbs):
+            group = groups.setdefault(label or "negative images", [])
+            if len(group) < per_group:
+                group.append({"annotation": int(key), "task": record.task_id, "index": index, "kind": kind})
+    named = sorted(g for g in groups if g != "negative images")
+    return [{"group": g, "tiles": groups[g]} for g in named + (["negative images"] if "negative images" in groups else [])]
 
 
 def _objects(effort: dict) -> int:

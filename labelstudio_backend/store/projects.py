@@ -62,6 +62,7 @@ class AnnotationRecord:
     observations: list = field(default_factory=list)  # [label, score, correct] for threshold calibration
     missed: dict = field(default_factory=dict)  # label -> objects no prediction found
     effort: dict = field(default_factory=dict)  # what it cost the annotator (learn/effort.py); {} for none
+    thumbs: list = field(default_factory=list)  # [label, kind] of each gallery thumbnail (store/thumbnails.py)
 
 
 @dataclass

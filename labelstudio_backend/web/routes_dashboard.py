@@ -4,6 +4,7 @@
     GET /dashboard/<project>            one project: effort curve, per-class table, last corrections (HTML)
     GET /dashboard/<project>.json       the same figures as JSON
     GET /dashboard/<project>/effort.png the effort curve
+    GET /dashboard/<project>/thumb/<annotation>/<index>.png   a gallery thumbnail (the memory in pictures)
 
 Server-rendered (Jinja2 templates in web/templates/), readable without JavaScript; basic auth applies as on every
 route. An unknown project is a 404 that says which projects exist.
@@ -18,6 +19,7 @@ from labelstudio_backend.predict.thresholds import project_thresholds, project_v
 from labelstudio_backend.report.chart import effort_png
 from labelstudio_backend.report.stats import project_stats
 from labelstudio_backend.runtime import Runtime
+from labelstudio_backend.store.thumbnails import ThumbnailStore
 from labelstudio_backend.web.backend import current_backend
 from labelstudio_backend.web.requests import SETUP_ENGINE_WAIT_S
 
@@ -42,6 +44,18 @@ def project_chart(project: str):
     rt = current_backend().runtime
     return Response(effort_png(_stats(rt, _known(rt, project))), mimetype="image/png",
                     headers={"Cache-Control": "no-store"})
+
+
+@dashboard.get("/dashboard/<project>/thumb/<int:annotation>/<int:index>.png")
+def thumbnail(project: str, annotation: int, index: int):
+    rt = current_backend().runtime
+    known = _known(rt, project)
+    record = rt.store.snapshot(known).state.annotations.get(str(annotation))
+    data = ThumbnailStore(rt.store.project_dir(known)).read(annotation, index) \
+        if record is not None and index < len(record.thumbs) else None
+    if data is None:
+        return jsonify(error=f"project {known} has no thumbnail {index} of annotation {annotation}"), 404
+    return Response(data, mimetype="image/png", headers={"Cache-Control": "no-store"})
 
 
 @dashboard.get("/dashboard/<project>")

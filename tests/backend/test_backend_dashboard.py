@@ -160,3 +160,47 @@ def test_each_predicted_region_says_why_it_was_predicted(app, client, dataset):
     for region in result:
         by_object.setdefault(region["id"].split("-")[0], set()).add(region["meta"]["text"][0])
     assert all(len(texts) == 1 for texts in by_object.values())
+
+
+def test_the_gallery_shows_the_memory_in_pictures_and_forgets_a_deleted_annotation(app, client, dataset):
+    """A thumbnail per reference (its mask outlined on a crop of its image), per negative example and per negative
+    image, linked to its task; deleting the annotation takes its pictures away."""
+    import io
+
+    from PIL import Image
+
+    from labelstudio_backend.learn.thumbnails import OUTLINE, SIZE
+    learn(app, client, dataset)
+    client.post("/setup", json={"project": "4.1", "schema": snap(app).state.label_config})
+    image_id = dataset.positive_ids()[5]
+    prediction = _predicted(app, client, dataset, image_id)
+    instances = _instances(prediction)
+    _annotate(app, client, dataset, image_id, [r for group in instances[1:] for r in group], parent=prediction["id"],
+              predictions=[prediction])  # one predicted object deleted: a negative example
+    send(app, client, created_webhook(dataset, 30, dataset.negative_ids()[0], []))  # a negative image
+    stats = client.get("/dashboard/4.json").json
+    groups = {g["group"]: g["tiles"] for g in stats["gallery"]}
+    state = snap(app).state
+    references = sum(1 for r in state.annotations.values() for _, kind in r.thumbs if kind == "reference")
+    assert sum(1 for tiles in groups.values() for t in tiles if t["kind"] == "reference") == references > 0
+    assert any(t["kind"] == "negative" and t["annotation"] == ANNOTATION for tiles in groups.values() for t in tiles)
+    assert [t["annotation"] for t in groups["negative images"]] == [30]
+    for tiles in groups.values():
+        for tile in tiles:
+            assert state.annotations[str(tile["annotation"])].task_id == tile["task"]
+            picture = client.get(f"/dashboard/4/thumb/{tile['annotation']}/{tile['index']}.png")
+            assert picture.status_code == 200 and picture.mimetype == "image/png"
+            pixels = np.asarray(Image.open(io.BytesIO(picture.data)).convert("RGB"))
+            assert max(pixels.shape[:2]) == SIZE
+            if tile["kind"] != "negative image":  # the object is outlined
+                assert (pixels == OUTLINE).all(axis=2).sum() >= 8
+    page = client.get("/dashboard/4").data.decode()
+    assert "The memory in pictures" in page and f"/dashboard/4/thumb/{ANNOTATION}/" in page
+    # deleting an annotation takes its pictures with it; an index it never had is a 404 with a message
+    send(app, client, {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": ANNOTATION}], "project": {"id": 4}})
+    assert client.get(f"/dashboard/4/thumb/{ANNOTATION}/0.png").status_code == 404
+    assert not list((app.extensions["ntt"].runtime.store.project_dir(4) / "thumbs").glob(f"{ANNOTATION}.*"))
+    missing = client.get("/dashboard/4/thumb/30/5.png")
+    assert missing.status_code == 404 and "no thumbnail" in missing.json["error"]
+    assert client.get("/dashboard/5/thumb/30/0.png").status_code == 404
+    assert all(t["annotation"] != ANNOTATION for g in client.get("/dashboard/4.json").json["gallery"] for t in g["tiles"])
