@@ -13,7 +13,8 @@ What it does, every wait bounded:
      submits it in the UI (the Submit button, else Ctrl+Enter), and screenshots the task served next;
   4. prints, for both tasks, what the UI showed (task id, regions on the canvas) and, through the API, the
      model_version of each of the task's predictions against the backend's current one; screenshots the Data
-     Manager and the backend's dashboard of the project; writes OUT/report.json.
+     Manager and the backend's dashboard of the project (and its gallery: the memory in pictures); writes
+     OUT/report.json.
 Exit code 0 when all of it ran (with --strict: only if the next task carries the new model_version and shows one
 region type, one region per object), 1 when
 --strict fails, 2 on an error (then OUT/failure.png and failure.html show the page). Both servers and the browser are
@@ -254,9 +255,19 @@ def run(args: argparse.Namespace) -> int:
         driver.get(f"{backend.url}/dashboard/{project}")  # the backend's own page: what the pre-labels saved
         wait_for("the dashboard", lambda: "Classes" in driver.page_source, args.ui_timeout)
         driver.save_screenshot(str(out / "4-dashboard.png"))
+        # the memory in pictures, further down: are the thumbnails there and loaded (naturalWidth > 0)?
+        driver.execute_script("document.querySelector('.gallery')?.scrollIntoView()")
+        time.sleep(0.5)
+        driver.save_screenshot(str(out / "5-dashboard-gallery.png"))
+        report["gallery_thumbnails_loaded"] = driver.execute_script(
+            "return [...document.querySelectorAll('.gallery img')].filter(i => i.complete && i.naturalWidth > 0).length")
+        say(f"dashboard gallery: {report['gallery_thumbnails_loaded']} thumbnail(s) loaded")
         report["dashboard"] = backend.get(f"/dashboard/{project}.json").json()["totals"]
         report["screenshots"] = [str(out / f) for f in ("1-served-task.png", "2-next-task.png", "3-data-manager.png",
-                                                        "4-dashboard.png")]
+                                                        "4-dashboard.png", "5-dashboard-gallery.png")]
+        if args.strict and not report["gallery_thumbnails_loaded"]:
+            say("--strict: the dashboard shows no thumbnail of the memory")
+            return 1
         if args.strict and not report["next"]["has_current_version"]:
             say("--strict: the task served after the submit does not carry the backend's current model_version")
             return 1
