@@ -3,11 +3,12 @@
     python benchmarks/bench_annotation_effort.py                   # shipped test backbones, hard synthetic set
     python benchmarks/bench_annotation_effort.py --preset fast     # real DINOv2 + SAM2 (cached checkpoints)
 
-The annotator labels a generated `--difficulty hard` set image by image in a fixed order. For each image the
-engine predicts with the current memory; the annotator keeps predictions that match ground truth (same class, mask
-IoU ≥ 0.5), relabels a prediction that matches an object of another class, deletes the other predictions and draws
-the objects nothing found. Edits = deletions + additions + relabels (`CorrectionDiff.edits`). The finished
-annotation (the ground truth) is what Label Studio would send back. Configurations, all measured in one run:
+The annotator (ntt_engine/simulation.py, which `ntt replay` uses too) labels a generated `--difficulty hard` set image
+by image in a fixed order. For each image the engine predicts with the current memory; the annotator keeps
+predictions that match ground truth (same class, mask IoU ≥ 0.5), relabels a prediction that matches an object of
+another class, deletes the other predictions and draws the objects nothing found. Edits = deletions + additions +
+relabels (`CorrectionDiff.edits`). The finished annotation (the ground truth) is what Label Studio would send back.
+Configurations, all measured in one run:
 
 - frozen: only the first `--first-k` annotated images are references (the first human-labelled tasks);
 - online: every finished annotation becomes a reference;
@@ -25,32 +26,13 @@ import json
 import platform
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CONFIGS = ("frozen", "online", "online+corrections", "online+corrections+calibrated")
-
-
-@dataclass
-class Sample:
-    key: str
-    image: object  # RGB uint8 array
-    truths: list  # list[LabelledMask], the finished annotation
-
-
-@dataclass
-class Run:
-    name: str
-    engine: object
-    memory: object
-    thresholds: dict[str, float] = field(default_factory=dict)
-    edits: list[int] = field(default_factory=list)
-    kinds: dict[str, int] = field(default_factory=lambda: {"deleted": 0, "added": 0, "relabelled": 0, "kept": 0})
-    seconds: float = 0.0
+from ntt_engine.simulation import CONFIGS, AnnotatorSettings, Run, Sample, label_one  # noqa: E402,F401
+from ntt_engine.simulation import build_runs as _build_runs  # noqa: E402
 
 
 def load_samples(data: Path) -> tuple[list[Sample], list[str]]:
@@ -70,59 +52,10 @@ def load_samples(data: Path) -> tuple[list[Sample], list[str]]:
     return samples, sorted(names.values())
 
 
-def label_one(run: Run, index: int, sample: Sample, args: argparse.Namespace, history: list[Sample]) -> None:
-    """Predict, let the annotator correct, count the edits, feed the annotation back as this configuration does."""
-    from ntt_engine.corrections import LabelledMask, diff_correction
-
-    started = time.perf_counter()
-    calibrated = run.name.endswith("calibrated")
-    instances = run.engine.predict(sample.image, image_key=sample.key, memory=run.memory,
-                                   score_threshold=0.0 if calibrated else args.threshold,
-                                   thresholds=run.thresholds if calibrated else None)
-    if calibrated:  # classes not calibrated yet use the global threshold
-        instances = [i for i in instances if i.label in run.thresholds or i.score > args.threshold]
-    predicted = [LabelledMask(i.label, i.mask, i.score) for i in instances]
-    diff = diff_correction(predicted, sample.truths, match_iou=args.match_iou)
-    run.edits.append(diff.edits)
-    for kind in ("deleted", "added", "relabelled", "kept"):
-        run.kinds[kind] += len(getattr(diff, kind))
-    if run.name != "frozen" or index < args.first_k:
-        negatives = diff.negatives() if "corrections" in run.name else []
-        ref = f"ann-{sample.key}"
-        if sample.truths or negatives:
-            run.engine.add_annotation(ref, sample.image, sample.truths, negatives, sample.key, run.memory)
-        else:
-            run.engine.add_negative(ref, sample.image, sample.key, run.memory)
-    if calibrated:
-        run.thresholds = calibrate(run, history[-args.calibration_window:], args)
-    run.seconds += time.perf_counter() - started
-
-
-def calibrate(run: Run, recent: list[Sample], args: argparse.Namespace) -> dict[str, float]:
-    from ntt_engine.calibration import calibrate_thresholds, leave_one_out, merge_counts
-
-    observations, missed = [], {}
-    for sample in recent:
-        if not sample.truths:
-            continue
-        seen, lost = leave_one_out(run.engine, f"ann-{sample.key}", sample.image, sample.truths, sample.key,
-                                   run.memory, args.match_iou)
-        observations += seen
-        missed = merge_counts(missed, lost)
-    return calibrate_thresholds(observations, missed, default=args.threshold, labels=run.memory.counts())
-
-
 def build_runs(preset: str, threads: int) -> list[Run]:
-    """One engine per configuration (own caches: similarity prompting grows per memory), shared backbones."""
-    from ntt_engine import Engine, EngineConfig
+    from ntt_engine import EngineConfig
 
-    config = EngineConfig.preset(preset, num_threads=threads)
-    first = Engine(config)
-    runs = [Run(CONFIGS[0], first, first.new_memory())]
-    for name in CONFIGS[1:]:
-        engine = Engine(config, encoder=first.encoder, proposer=first.proposer)
-        runs.append(Run(name, engine, engine.new_memory()))
-    return runs
+    return _build_runs(EngineConfig.preset(preset, num_threads=threads))
 
 
 def summarise(runs: list[Run], samples: list[Sample]) -> dict:
@@ -199,11 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         data = Path(tempfile.mkdtemp(prefix="ntt-effort-"))
         generate_dataset(data, args.images, args.classes, args.seed, difficulty=args.difficulty)
     samples, labels = load_samples(data)
+    settings = AnnotatorSettings(args.threshold, args.match_iou, args.first_k, args.calibration_window)
     history: list[Sample] = []
     for index, sample in enumerate(tqdm(samples, desc="annotating", unit="img")):
         history.append(sample)
         for run in runs:
-            label_one(run, index, sample, args, history)
+            label_one(run, index, sample, settings, history)
 
     result = summarise(runs, samples)
     result["settings"] = {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

@@ -122,7 +122,7 @@ def image_size(task, results, images_dir: Path | None, name: str) -> tuple[int, 
 
 
 def run(args) -> int:
-    tasks = _read_tasks(args.export)
+    tasks = read_tasks(args.export)
     fixed = None
     if args.categories is not None:
         fixed = {name: cat_id for cat_id, name in load_coco(args.categories, "categories file").category_names.items()}
@@ -179,7 +179,7 @@ def run(args) -> int:
     return 0
 
 
-def _read_tasks(path: Path) -> list[dict]:
+def read_tasks(path: Path) -> list[dict]:
     tasks = read_json(path, "Label Studio export")
     if isinstance(tasks, dict):
         tasks = [tasks]

@@ -7,10 +7,10 @@ import sys
 import traceback
 from typing import Sequence
 
-from ntt_cli import boxes_to_masks, evaluate, export_ls, memory_build, predict, sample, viz
+from ntt_cli import boxes_to_masks, evaluate, export_ls, memory_build, predict, replay, sample, viz
 from ntt_cli.console import CliError, setup_logging
 
-COMMANDS = (sample, memory_build, boxes_to_masks, predict, evaluate, viz, export_ls)
+COMMANDS = (sample, memory_build, boxes_to_masks, predict, evaluate, viz, export_ls, replay)
 
 
 def build_parser() -> argparse.ArgumentParser:
