@@ -156,6 +156,20 @@ def open_label_stream(driver, base_url: str, project: int, timeout: float) -> di
     return editor_state(driver) or state
 
 
+def show_region_details(driver, path: Path) -> str | None:
+    """Select the task's first predicted brush region, as an annotator clicking it would, and screenshot its Details
+    (Info) panel; the explanation the backend wrote in the region's meta when the panel shows it, else None."""
+    text = driver.execute_script("""
+const a = window.Htx.annotationStore.selected;
+const r = a && a.regions.find(x => x.type === 'brushregion');
+if (!r) return null;
+a.selectArea(r);
+return r.meta && r.meta.text ? r.meta.text[0] : null;""")
+    time.sleep(1.0)
+    driver.save_screenshot(str(path))
+    return text if text and text in driver.execute_script("return document.body.innerText") else None
+
+
 def submit_in_ui(driver, timeout: float) -> str:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -242,6 +256,8 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(2.0)
         second = editor_state(driver) or second
         driver.save_screenshot(str(out / "2-next-task.png"))
+        report["region_details"] = show_region_details(driver, out / "2b-region-details.png")
+        say(f"a predicted region's Details panel: {report['region_details']!r}")
         report["submitted_annotations"] = len(api.list_annotations(first["task"]))
         print_report("next task served", report.setdefault("next", task_report(api, backend, project, second,
                                                                                  current_at_next)))
@@ -263,8 +279,12 @@ def run(args: argparse.Namespace) -> int:
             "return [...document.querySelectorAll('.gallery img')].filter(i => i.complete && i.naturalWidth > 0).length")
         say(f"dashboard gallery: {report['gallery_thumbnails_loaded']} thumbnail(s) loaded")
         report["dashboard"] = backend.get(f"/dashboard/{project}.json").json()["totals"]
-        report["screenshots"] = [str(out / f) for f in ("1-served-task.png", "2-next-task.png", "3-data-manager.png",
-                                                        "4-dashboard.png", "5-dashboard-gallery.png")]
+        report["screenshots"] = [str(out / f) for f in (
+            "1-served-task.png", "2-next-task.png", "2b-region-details.png", "3-data-manager.png", "4-dashboard.png",
+            "5-dashboard-gallery.png")]
+        if args.strict and not report["region_details"]:
+            say("--strict: a predicted region's Details panel does not show why it was predicted")
+            return 1
         if args.strict and not report["gallery_thumbnails_loaded"]:
             say("--strict: the dashboard shows no thumbnail of the memory")
             return 1
