@@ -3,7 +3,8 @@
     python benchmarks/bench_dashboard.py [--tasks 10000]
 
 Builds a project state as the backend keeps it (one annotation record per labelled task, each with the cost of its
-annotation: a mix of corrections and drawings over 8 classes) and a memory of 30 references per class, then serves
+annotation, a mix of corrections and drawings over 8 classes, and gallery thumbnails) and a memory of 30 references
+per class, then serves
 /dashboard/<project>.json, /dashboard/<project> and the effort chart through Flask's test client, several times
 each. Prints the median seconds of each (the issue's goal: the page under 1 s at 10,000 tasks).
 """
@@ -49,8 +50,9 @@ def build(model_dir: Path, tasks: int) -> None:
     rng = random.Random(0)
     state = ProjectState(4, label_config=LABEL_CONFIG)
     for n in range(1, tasks + 1):
-        state.annotations[str(n)] = AnnotationRecord(n, "reference", rng.sample(CLASSES, 3), 3,
-                                                     f"2026-12-01T10:{n % 60:02d}:00Z", effort=effort(rng))
+        labels = rng.sample(CLASSES, 3)
+        state.annotations[str(n)] = AnnotationRecord(n, "reference", labels, 3, f"2026-12-01T10:{n % 60:02d}:00Z",
+                                                     effort=effort(rng), thumbs=[[lb, "reference"] for lb in labels])
     memory = MemoryBank("test-colour-texture-v1")
     vectors = np.random.default_rng(0).standard_normal((len(CLASSES) * 30, 64)).astype(np.float32)
     for i, vector in enumerate(vectors):
