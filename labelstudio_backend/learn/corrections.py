@@ -162,6 +162,16 @@ def _changed_after(prediction: dict, moment: datetime | None) -> bool:
         return False
 
 
+def shares_regions(annotation: dict, prediction: dict) -> bool:
+    """The annotation kept regions of this very prediction content: Label Studio keeps a predicted region's id when
+    the annotator accepts or edits it, and every prediction names its regions afresh (instance_prefix), so a
+    prediction replaced in place after the annotator opened the task shares no id with the annotation. This, not
+    `updated_at`, tells a prediction the annotator saw from one refreshed since: relabelling a prediction to the
+    archive version (predict/archive.py) moves `updated_at` without changing what it shows."""
+    ids = {r.get("id") for r in annotation.get("result") or [] if isinstance(r, dict) and r.get("id")}
+    return bool(ids & {r.get("id") for r in prediction.get("result") or [] if isinstance(r, dict)})
+
+
 def is_copy(annotation: dict, prediction: dict) -> bool:
     """An unedited copy made without the editor (e.g. "Convert predictions to annotations"): no lead time and the
     prediction's regions exactly."""
@@ -204,7 +214,8 @@ def learn(engine: Engine, image: np.ndarray, config: LabelConfig, annotation: di
     prediction, why = own_prediction(task, annotation, own, get_prediction) if learn_from_corrections else \
         (None, "learning from corrections is off")
     diff: CorrectionDiff | None = None
-    if prediction is not None and _changed_after(prediction, _started(annotation)):
+    if prediction is not None and _changed_after(prediction, _started(annotation)) and \
+            not shares_regions(annotation, prediction):
         why = f"its prediction {prediction.get('id')} was refreshed after the annotator opened the task"
         prediction = None
     if prediction is not None:

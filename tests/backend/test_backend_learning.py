@@ -149,13 +149,31 @@ def test_an_unedited_copy_of_a_prediction(app, client, dataset, caplog):
 def test_a_prediction_refreshed_after_the_annotator_opened_the_task(app, client, dataset, caplog):
     learn(app, client, dataset)
     image_id = dataset.positive_ids()[5]
-    prediction = {**_predicted(app, client, dataset, image_id), "updated_at": "2026-11-25T13:54:59Z"}
-    kept = [r for group in _instances(prediction)[1:] for r in group]
+    seen = _predicted(app, client, dataset, image_id)
+    kept = [r for group in _instances(seen)[1:] for r in group]  # what the annotator kept of what it saw
+    # replaced in place since (predict/refresher.py): new content, new region ids, a later updated_at
+    stored = {**seen, "updated_at": "2026-11-25T13:54:59Z",
+              "result": [{**r, "id": "f" + r["id"][1:]} for r in seen["result"]]}
     with caplog.at_level(logging.WARNING, logger="labelstudio_backend.learn.corrections"):
-        _annotate(app, client, dataset, image_id, kept, parent=prediction["id"], predictions=[prediction],
+        _annotate(app, client, dataset, image_id, kept, parent=stored["id"], predictions=[stored],
                   lead_time=60)  # opened at 13:54:00, the prediction changed at 13:54:59
     assert "was refreshed after the annotator opened the task" in caplog.text
     assert not _refs(app)[1]
+
+
+def test_an_archived_parent_still_teaches_its_corrections(app, client, dataset, caplog):
+    """Relabelling the parent to the archive version (after the annotation was learnt) moves its updated_at but not
+    what it shows: a later resync must still learn the correction (it shares region ids with the annotation)."""
+    learn(app, client, dataset)
+    image_id = dataset.positive_ids()[5]
+    prediction = _predicted(app, client, dataset, image_id)
+    archived = {**prediction, "updated_at": "2026-11-25T13:54:59Z",
+                "model_version": prediction["model_version"].rsplit(".r", 1)[0] + ".archived"}
+    kept = [r for group in _instances(prediction)[1:] for r in group]  # one predicted object deleted
+    with caplog.at_level(logging.INFO, logger="labelstudio_backend.learn.corrections"):
+        _annotate(app, client, dataset, image_id, kept, parent=archived["id"], predictions=[archived], lead_time=60)
+    assert "refreshed after the annotator" not in caplog.text and f"corrects prediction {prediction['id']}" in caplog.text
+    assert _refs(app)[1]  # the deleted object is a negative example
 
 
 def test_calibrated_thresholds_are_used_by_default_and_shown_in_metrics(make_app, dataset):
