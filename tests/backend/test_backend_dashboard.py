@@ -120,7 +120,8 @@ def test_a_resync_rebuilds_the_same_figures(app, client, dataset):
 
 def test_the_dashboard_needs_the_credentials_when_basic_auth_is_set(make_app):
     client = make_app(basic_auth_user="ann", basic_auth_pass="s3cret").test_client()
-    for path in ("/dashboard", "/dashboard/4", "/dashboard/4.json", "/dashboard/4/effort.png"):
+    for path in ("/dashboard", "/dashboard/4", "/dashboard/4.json", "/dashboard/4/effort.png",
+                 "/dashboard/4/thumb/10/0.png"):
         assert client.get(path).status_code == 401, path
     assert client.get("/dashboard", auth=("ann", "s3cret")).status_code == 200
 
