@@ -33,6 +33,15 @@ def _parsed(env: Mapping[str, str], name: str, default, parse, what: str):
         raise SettingsError(f"{name} must be {what}, got {raw!r}") from None
 
 
+def _devices(env: Mapping[str, str]) -> tuple[str, ...]:
+    from labelstudio_backend.devices import parse_devices
+
+    try:
+        return parse_devices(env.get("NTT_DEVICES"))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
     return _parsed(env, name, default, int, "an integer")
 
@@ -78,6 +87,7 @@ class Settings:
     preset: str = "fast"
     config_file: Path | None = None  # NTT_CONFIG: JSON {"preset": ..., overrides}; wins over NTT_PRESET
     device: str | None = None  # NTT_DEVICE overrides the config's device ("cpu", "cuda", "auto")
+    devices: tuple[str, ...] = ()  # NTT_DEVICES: gunicorn workers spread over these (devices.py)
     # NTT_SCORE_THRESHOLD: one threshold for every class of every project; unset (None): per-class thresholds
     # calibrated from corrections (predict/thresholds.py, 0.5 until a class has observations). /setup
     # extra_params {"score_threshold": x} sets one for a project and wins over both
@@ -149,6 +159,7 @@ class Settings:
             preset=_first(env, "NTT_PRESET", default="fast"),
             config_file=Path(config) if config else None,
             device=_first(env, "NTT_DEVICE") or None,
+            devices=_devices(env),
             score_threshold=_float(env, "NTT_SCORE_THRESHOLD", None),
             redraw_iou=_float(env, "NTT_REDRAW_IOU", 0.9),
             region_controls=(_first(env, "NTT_REGION_CONTROLS") or "one").strip().lower(),
