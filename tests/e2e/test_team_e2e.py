@@ -23,7 +23,7 @@ from labelstudio_backend.labelstudio.label_config import recommended_label_confi
 from local_stack import LabelStudioAPI, wait_until
 from local_stack.team import REVISION, join_team, label_as_team, summarise
 
-from test_label_studio_e2e import WAIT_S, brush_result, project_gauge
+from test_label_studio_e2e import WAIT_S, brush_result, decode_brush, project_gauge
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -31,6 +31,10 @@ ANNOTATORS = 8
 TASKS_EACH = 2  # 16 of the 24 images (the benchmark: 5 each)
 REFERENCES = 3  # tasks labelled first, alone, so that the team is served real predictions
 MEMORY_FIELDS = ("annotations", "references", "negative_images", "correction_negatives")
+
+
+def _iou(a, b) -> float:
+    return (a & b).sum() / max(1, (a | b).sum())
 
 
 def test_a_team_of_eight_labels_one_project_at_once(ls_api: LabelStudioAPI, synthetic, start_backend):
@@ -43,10 +47,19 @@ def test_a_team_of_eight_labels_one_project_at_once(ls_api: LabelStudioAPI, synt
     truth: list[list[dict]] = []  # the objects of each submission
 
     def ground_truth(task: dict) -> list[dict]:
+        """What an annotator submits: the predicted regions that match an object kept as they are (Label Studio
+        keeps their ids), the others deleted, the objects nothing found drawn."""
         objects = synthetic.annotations_of(synthetic.image_for_task(task)["id"])
         truth.append(objects)
-        return [brush_result(mask_utils.decode(a["segmentation"]), names[a["category_id"]], i)
-                for i, a in enumerate(objects)]
+        predicted = [r for p in task.get("predictions") or [] for r in p.get("result") or []
+                     if r.get("type") == "brushlabels"]
+        result = []
+        for i, a in enumerate(objects):
+            mask, label = mask_utils.decode(a["segmentation"]) > 0, names[a["category_id"]]
+            match = next((r for r in predicted if r["value"]["brushlabels"] == [label] and
+                          _iou(decode_brush(r), mask) >= 0.9), None)
+            result.append({k: v for k, v in match.items() if k != "meta"} if match else brush_result(mask, label, i))
+        return result
 
     def gauge() -> dict:
         return project_gauge(backend, project) or {}
@@ -151,6 +164,11 @@ def test_a_team_of_eight_labels_one_project_at_once(ls_api: LabelStudioAPI, synt
                          WAIT_S, what="the fresh backend's resync", proc=fresh.proc, log=fresh.log_path)
     memory = gauge()
     assert {k: memory[k] for k in MEMORY_FIELDS} == {k: rebuilt[k] for k in MEMORY_FIELDS}
+    # the corrections are relearnt from the archived parent predictions (they share region ids with the annotations:
+    # before, a fresh resync dropped them as "refreshed after the annotator opened the task": 34 observations -> 7);
+    # the leave-one-out observations of the references drawn from scratch depend on the memory's order: close, not equal
+    live, again = memory["calibration_observations"], rebuilt["calibration_observations"]
+    assert abs(live - again) <= max(3, live // 10), (live, again)
     print(f"[e2e] memory {({k: memory[k] for k in MEMORY_FIELDS})}; thresholds {memory['thresholds']} / resync "
           f"{rebuilt['thresholds']}; calibration observations {memory['calibration_observations']} / "
           f"{rebuilt['calibration_observations']}", file=sys.stderr)
