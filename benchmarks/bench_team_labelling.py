@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 REFERENCES = 3
 
@@ -36,9 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
 
-    import numpy as np  # noqa: F401  (the dataset generator's dependency, loaded before the servers start)
-    from label_studio_sdk.converter.brush import mask2rle
-    from pycocotools import mask as mask_utils
+    import run_demo  # the demo's ground truth as Label Studio brush regions
 
     from labelstudio_backend.labelstudio.label_config import recommended_label_config
     from local_stack import BackendServer, LabelStudioAPI, LabelStudioServer, wait_until
@@ -51,20 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     files_root = work / "files"
     coco = json.loads(Path(generate_dataset(files_root / "team", images=images, classes=3, seed=5,
                                             size=(256, 192))).read_text())
-    names = {c["id"]: c["name"] for c in coco["categories"]}
+    names = [c["name"] for c in coco["categories"]]
     by_file = {im["file_name"]: im["id"] for im in coco["images"]}
 
     def ground_truth(task: dict) -> list[dict]:
-        image_id = by_file[task["data"]["image"].rsplit("/", 1)[-1]]
-        results = []
-        for i, a in enumerate(a for a in coco["annotations"] if a["image_id"] == image_id):
-            mask = mask_utils.decode(a["segmentation"])
-            height, width = mask.shape
-            results.append({"id": f"gt{i}", "from_name": "brush", "to_name": "image", "type": "brushlabels",
-                            "original_width": int(width), "original_height": int(height), "image_rotation": 0,
-                            "value": {"format": "rle", "rle": mask2rle((mask > 0).astype("uint8") * 255),
-                                      "brushlabels": [names[a["category_id"]]]}})
-        return results
+        return run_demo.brush_results(coco, by_file[task["data"]["image"].rsplit("/", 1)[-1]])
 
     ls = LabelStudioServer(data_dir=work / "ls", files_root=files_root, port=free_ls_port())
     print(f"starting Label Studio (fresh sqlite: 30-90 s) in {work}", flush=True)
@@ -78,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         backend.start(timeout=180)
         api = LabelStudioAPI(ls.url, ls.pat)
         for team_size in args.annotators:
-            project = api.create_project(f"team of {team_size}", recommended_label_config(list(names.values())))["id"]
+            project = api.create_project(f"team of {team_size}", recommended_label_config(names))["id"]
             tasks = api.import_local_files(project, files_root / "team" / "images", expected=images)
             api.connect_ml_backend(project, backend.url, title=f"ntt team {team_size}")
 

@@ -88,11 +88,12 @@ def run(args) -> int:
     from ntt_engine.simulation import AnnotatorSettings, Run, Sample, label_one
 
     made_order: list[str] | None = None
-    source = args.coco
     if _is_label_studio_export(args.coco):  # a Label Studio JSON export: its tasks in the order they were annotated
-        work = Path(tempfile.mkdtemp(prefix="ntt-replay-"))
-        source, made_order = from_label_studio(args.coco, args.images, work)
-    coco = load_coco(source)
+        with tempfile.TemporaryDirectory(prefix="ntt-replay-") as work:
+            source, made_order = from_label_studio(args.coco, args.images, Path(work))
+            coco = load_coco(source)  # read whole; its image_root is --images
+    else:
+        coco = load_coco(args.coco)
     images = ordered(coco.images, args.order)
     if made_order is not None and args.order is None:
         by_id = {str(image["id"]): image for image in images}

@@ -306,8 +306,7 @@ class Synchronizer(FullResync):
                     self.rt.api.get_prediction if self.rt.api is not None else None))
             except Exception as exc:  # noqa: BLE001 - the figures are secondary: the annotation is still learnt
                 log.warning("annotation %d: its effort could not be counted: %s", item.annotation_id, exc)
-        if not item.cancelled and not item.has_geometry and item.image is not None:
-            try:
+            try:  # and its picture in the dashboard's gallery
                 item.learned.thumbnails = [Thumbnail("", NEGATIVE_IMAGE, image_thumbnail(item.image))]
             except Exception as exc:  # noqa: BLE001 - a picture for the dashboard only
                 log.warning("annotation %d: no gallery thumbnail: %s", item.annotation_id, exc)

@@ -22,8 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from labelstudio_backend.labelstudio.client import LabelStudioAPIError
-from labelstudio_backend.predict.stale import own_predictions
+from labelstudio_backend.predict.stale import archive_predictions, own_predictions
 from labelstudio_backend.store.projects import AnnotationRecord, ProjectState
 
 log = logging.getLogger(__name__)
@@ -67,13 +66,8 @@ class VersionArchive:
         done = self._done[project]
         parents = started_from(state.annotations.values()) - done
         superseded = _superseded(api, project, current, archive, own)
-        if superseded:
-            for prediction_id in sorted(parents):
-                try:
-                    api.relabel_prediction(prediction_id, archive)
-                    stats.parents += 1
-                except LabelStudioAPIError as exc:  # the sweep catches it once versions pile up
-                    log.warning("project %d: prediction %d keeps its version: %s", project, prediction_id, exc)
+        if superseded:  # one that fails is caught by the sweep once versions pile up
+            stats.parents = archive_predictions(api, sorted(parents), archive, f"project {project}")
         done |= parents
         if stats.parents:
             superseded = _superseded(api, project, current, archive, own)
@@ -97,11 +91,7 @@ def _sweep(api: Any, project: int, superseded: set[str], archive: str, own: re.P
     """Every prediction of the project carrying one of `superseded` relabelled (one pass over its tasks)."""
     relabelled = 0
     for task in api.iter_tasks(project):
-        for prediction in own_predictions(task, own) if isinstance(task, dict) else []:
-            if prediction["model_version"] in superseded:
-                try:
-                    api.relabel_prediction(prediction["id"], archive)
-                    relabelled += 1
-                except LabelStudioAPIError as exc:
-                    log.warning("project %d: prediction %s keeps its version: %s", project, prediction["id"], exc)
+        stale = [p["id"] for p in (own_predictions(task, own) if isinstance(task, dict) else [])
+                 if p["model_version"] in superseded]
+        relabelled += archive_predictions(api, stale, archive, f"project {project}")
     return relabelled

@@ -40,7 +40,7 @@ from labelstudio_backend.labelstudio.label_config import LabelConfigError
 from labelstudio_backend.learn.corrections import own_version_pattern
 from labelstudio_backend.predict.archive import VersionArchive
 from labelstudio_backend.predict.predictor import Predictor
-from labelstudio_backend.predict.stale import live_predictions, unannotated
+from labelstudio_backend.predict.stale import archive_predictions, live_predictions, unannotated
 from labelstudio_backend.predict.thresholds import project_thresholds, project_version
 from labelstudio_backend.runtime import EngineUnavailable, Runtime
 from labelstudio_backend.store.in_flight import PredictsInFlight
@@ -273,13 +273,8 @@ class Refresher:
         self._retire(task_id, [p for p in mine if p["id"] != kept], stats)
 
     def _retire(self, task_id: int, predictions: list[dict], stats: RefreshStats) -> None:
-        archive = archive_version(self.rt.engine().model_id)
-        for older in predictions:
-            try:
-                self.rt.api.relabel_prediction(older["id"], archive)
-                stats.archived += 1
-            except LabelStudioAPIError as exc:
-                log.warning("task %s: cannot archive its stale prediction %s: %s", task_id, older["id"], exc)
+        stats.archived += archive_predictions(self.rt.api, [p["id"] for p in predictions],
+                                              archive_version(self.rt.engine().model_id), f"task {task_id}")
 
     def _reread(self, project: int, task_id: int, own: re.Pattern) -> list[dict] | None:
         task = self.rt.api.get_task(task_id, project)

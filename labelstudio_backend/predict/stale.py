@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, Iterable
 
 from labelstudio_backend.labelstudio.client import LabelStudioAPIError
 from labelstudio_backend.labelstudio.ids import integer_id
@@ -37,6 +37,19 @@ def live_predictions(task: dict, own: re.Pattern) -> list[dict]:
     return [p for p in own_predictions(task, own) if not is_archive_version(str(p["model_version"]))]
 
 
+def archive_predictions(api: Any, prediction_ids: Iterable[int], archive: str, where: str) -> int:
+    """Relabel each prediction to `archive` (a PATCH of model_version only); how many were. One that cannot be keeps
+    its version, with a log line naming `where` (the next pass or sweep tries again)."""
+    archived = 0
+    for prediction_id in prediction_ids:
+        try:
+            api.relabel_prediction(prediction_id, archive)
+            archived += 1
+        except LabelStudioAPIError as exc:
+            log.warning("%s: prediction %s keeps its version: %s", where, prediction_id, exc)
+    return archived
+
+
 def unannotated(task: dict) -> bool:
     return not task.get("total_annotations") and not task.get("cancelled_annotations")
 
@@ -54,13 +67,12 @@ def retire_superseded(api: Any, project: int, tasks: list[Any], answers: list[di
             continue  # the body says there is nothing to retire: no API call
         try:
             listed = api.get_task(task["id"], project)
-            if listed is None or not unannotated(listed):
-                continue
-            for older in (p for p in live_predictions(listed, own) if p["model_version"] != version):
-                api.relabel_prediction(older["id"], archive)
-                retired += 1
         except LabelStudioAPIError as exc:  # the refresh retires it later
-            log.warning("project %d, task %s: cannot archive its superseded prediction: %s", project, task["id"], exc)
+            log.warning("project %d, task %s: cannot read its predictions: %s", project, task["id"], exc)
+            continue
+        if listed is not None and unannotated(listed):
+            older = [p["id"] for p in live_predictions(listed, own) if p["model_version"] != version]
+            retired += archive_predictions(api, older, archive, f"project {project}, task {task['id']}")
     if retired:
         metrics.add("predictions_superseded_archived", retired)
         log.info("project %d: %d superseded prediction(s) of this backend archived before answering /predict",

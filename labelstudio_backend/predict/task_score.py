@@ -23,7 +23,6 @@ from typing import Iterable, Mapping, Sequence
 from ntt_engine import Instance
 
 
-
 @dataclass(frozen=True)
 class Thresholds:
     """The score an instance of each class must exceed to be shown (calibrated per class, else `default`)."""
