@@ -14,8 +14,8 @@ from typing import Any, Iterable
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-# what annotators did with predicted regions, per class (learn/effort.py counts them, report/stats.py sums them)
-REGION_OUTCOMES = ("predicted", "kept", "deleted", "added")
+# what annotators did with predicted regions, per class (ntt_engine/effort.py counts them, report/stats.py sums them)
+from ntt_engine.effort import REGION_OUTCOMES
 
 
 class Metrics:

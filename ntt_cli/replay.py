@@ -22,6 +22,7 @@ from ntt_cli.coco import annotation_mask, load_coco, resolve_images
 from ntt_cli.console import CliError, command_parser, examples, log, plural, progress
 from ntt_cli.engine_options import add_engine_options, build_engine, engine_config
 from ntt_cli.files import write_json
+from ntt_engine.simulation import REPLAY_LOOPS
 
 
 def add_parser(subparsers) -> None:
@@ -32,8 +33,7 @@ def add_parser(subparsers) -> None:
                    "export, the folder its local-files paths are relative to (LOCAL_FILES_DOCUMENT_ROOT)")
     p.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="dashboard.json and effort.png")
     p.add_argument("--order", type=Path, metavar="FILE", help="image ids or file names, one per line")
-    p.add_argument("--loop", default="online+corrections+calibrated",
-                   choices=("frozen", "online", "online+corrections", "online+corrections+calibrated"))
+    p.add_argument("--loop", default="online+corrections+calibrated", choices=REPLAY_LOOPS)
     p.add_argument("--first-k", type=int, default=3, help="references of --loop frozen (default 3)")
     p.add_argument("--threshold", type=float, default=0.5, help="score threshold (of uncalibrated classes)")
     p.add_argument("--match-iou", type=float, default=0.5, help="a prediction this close to an object is kept")
@@ -78,14 +78,14 @@ def _is_label_studio_export(path: Path) -> bool:
 
 
 def run(args) -> int:
-    from labelstudio_backend.learn.effort import correction_effort, drawn_effort
+    from ntt_engine.effort import drawn_effort
     from labelstudio_backend.predict.task_score import Thresholds
     from labelstudio_backend.report.chart import effort_png
     from labelstudio_backend.report.stats import project_stats
     from labelstudio_backend.store.projects import AnnotationRecord, ProjectState
     from ntt_engine.corrections import LabelledMask
     from ntt_engine.image_io import load_image
-    from ntt_engine.simulation import AnnotatorSettings, Run, Sample, label_one
+    from ntt_engine.simulation import AnnotatorSettings, Run, Sample, label_one, loop_named
 
     made_order: list[str] | None = None
     if _is_label_studio_export(args.coco):  # a Label Studio JSON export: its tasks in the order they were annotated
@@ -104,8 +104,8 @@ def run(args) -> int:
         raise CliError(f"{args.coco} lists no image to replay")
     names = coco.category_names
     engine = build_engine(engine_config(args, default_preset="paper"))
-    settings = AnnotatorSettings(args.threshold, args.match_iou, args.first_k)
-    loop = Run(args.loop, engine, engine.new_memory())
+    settings = AnnotatorSettings(args.threshold, args.match_iou, sweep=())
+    loop = Run(loop_named(args.loop, args.first_k), engine, engine.new_memory())
     state = ProjectState(0)
     history: list[Sample] = []
     for index, (image, path) in enumerate(progress(found, desc="replaying", unit="img")):
@@ -119,8 +119,8 @@ def run(args) -> int:
         sample = Sample(f"image-{image['id']}", pixels, truths)
         history.append(sample)
         predicted_from = len(loop.memory)  # an empty memory predicts nothing: the first images are drawn by hand
-        diff = label_one(loop, index, sample, settings, history)
-        effort = correction_effort(diff) if predicted_from else drawn_effort(truths)
+        label_one(loop, index, sample, settings, history)
+        effort = loop.efforts[-1] if predicted_from else drawn_effort(truths)
         state.annotations[str(index + 1)] = AnnotationRecord(
             image["id"], "reference" if truths else "negative", sorted({t.label for t in truths}), len(truths),
             f"{index:08d}", effort=effort)

@@ -41,6 +41,7 @@ class KeptRegion:
     predicted: LabelledMask
     final: LabelledMask
     moved: bool  # the annotator edited the mask (IoU with the prediction below `unchanged_iou`)
+    iou: float = 1.0  # mask IoU of the prediction and the final region
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,8 @@ class CorrectionDiff:
 
     @property
     def edits(self) -> int:
-        """Annotator actions: deletions + additions + relabels (moving a kept region is not counted)."""
+        """Deletions + additions + relabels (a redrawn mask is not counted here: ntt_engine/effort.py counts one
+        below its IoU, as the dashboard, `ntt replay` and the effort benchmark do)."""
         return len(self.deleted) + len(self.added) + len(self.relabelled)
 
 
@@ -164,7 +166,8 @@ def diff_correction(predicted: Sequence[LabelledMask], final: Sequence[LabelledM
     for i, j in sorted(pairs):
         p, f = predicted[i], final[j]
         if p.label == f.label:
-            kept.append(KeptRegion(p, f, bool(mask_iou([p.mask], [f.mask])[0, 0] < unchanged_iou)))
+            iou = float(mask_iou([p.mask], [f.mask])[0, 0])
+            kept.append(KeptRegion(p, f, iou < unchanged_iou, iou))
         else:
             relabelled.append(Relabelled(p, f))
     matched_p, matched_f = {i for i, _ in pairs}, {j for _, j in pairs}

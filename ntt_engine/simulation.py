@@ -3,33 +3,68 @@ memory as it stands, the memory then growing as it does in Label Studio. Shared 
 (benchmarks/bench_annotation_effort.py) and `ntt replay` (the same figures on a team's own labelled data).
 
 For each image the engine predicts; the annotator keeps predictions that match the ground truth (same class, mask
-IoU >= `match_iou`), relabels a prediction that matches an object of another class, deletes the other predictions and
-draws the objects nothing found (`CorrectionDiff`). The finished annotation (the ground truth) is fed back as the
-configuration says:
-- frozen: only the first `first_k` annotated images become references (the first human-labelled tasks);
+IoU >= `match_iou`), redraws a kept mask below `effort.REDRAW_IOU`, relabels a prediction that matches an object of
+another class, deletes the other predictions and draws the objects nothing found. Its cost is counted by
+`effort.correction_effort`, as the backend's dashboard counts a real annotation. The finished annotation (the
+ground truth) is then fed back as the run's `Loop` says:
+- frozen-k: only the first k labelled images become references (the first human-labelled tasks);
 - online: every finished annotation becomes a reference;
-- online+corrections: and the predictions the annotator deleted or relabelled become negative examples;
-- online+corrections+calibrated: and per-class thresholds are re-calibrated after each image by leave-one-out on the
-  last `calibration_window` labelled images (instead of one global `threshold`).
+- +corrections: and the predictions the annotator deleted or relabelled become negative examples;
+- +calibrated: per-class thresholds re-calibrated after each image by leave-one-out on the last
+  `calibration_window` labelled images (instead of one global `threshold`).
+Every uncalibrated run also records, per image, what the same memory would have cost at each threshold of
+`THRESHOLD_GRID` (`Run.sweep`): a loop whose memory does not depend on its own predictions (frozen, online) gives the edits of any
+global threshold from one run, which is how the benchmark picks a threshold on seeds it does not evaluate.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from .corrections import CorrectionDiff, LabelledMask, diff_correction
+from .effort import OUTCOMES, correction_effort, edits
 
-CONFIGS = ("frozen", "online", "online+corrections", "online+corrections+calibrated")
-FULL_LOOP = CONFIGS[-1]
+THRESHOLD_GRID = tuple(round(0.30 + 0.025 * i, 3) for i in range(27))  # 0.30 … 0.95
+
+
+@dataclass(frozen=True)
+class Loop:
+    """What one configuration feeds back into its memory."""
+
+    name: str
+    first_k: int | None = None  # frozen: only the first k labelled images become references
+    corrections: bool = False  # deleted / relabelled predictions become negative examples
+    calibrated: bool = False  # per-class thresholds by leave-one-out
+
+    @property
+    def frozen(self) -> bool:
+        return self.first_k is not None
+
+
+FULL_LOOP = Loop("online+corrections+calibrated", corrections=True, calibrated=True)
+LOOPS = (Loop("frozen-3", first_k=3), Loop("frozen-10", first_k=10), Loop("online"),
+         Loop("online+calibrated", calibrated=True), Loop("online+corrections", corrections=True), FULL_LOOP)
+CONFIGS = tuple(loop.name for loop in LOOPS)
+REPLAY_LOOPS = ("frozen", "online", "online+corrections", "online+corrections+calibrated")
+
+
+def loop_named(name: str, first_k: int = 3) -> Loop:
+    """A loop by name: one of `CONFIGS`, or "frozen" with `first_k` references (`ntt replay --loop`)."""
+    if name == "frozen":
+        return Loop(f"frozen-{first_k}", first_k=first_k)
+    for loop in LOOPS:
+        if loop.name == name:
+            return loop
+    raise ValueError(f"unknown loop {name!r}; choose frozen or one of {', '.join(CONFIGS)}")
 
 
 @dataclass(frozen=True)
 class AnnotatorSettings:
     threshold: float = 0.5  # the global score threshold (and that of classes not calibrated yet)
     match_iou: float = 0.5  # a prediction this close to a ground-truth object is kept (or relabelled)
-    first_k: int = 3  # references of the frozen configuration
     calibration_window: int = 20  # labelled images the calibration looks back on
+    sweep: Sequence[float] = THRESHOLD_GRID  # thresholds whose edits every run records too ((): none)
 
 
 @dataclass
@@ -43,39 +78,54 @@ class Sample:
 class Run:
     """One configuration's engine, memory and counts as the images go by."""
 
-    name: str
+    loop: Loop
     engine: Any
     memory: Any
     thresholds: dict[str, float] = field(default_factory=dict)
-    edits: list[int] = field(default_factory=list)
-    kinds: dict[str, int] = field(default_factory=lambda: {"deleted": 0, "added": 0, "relabelled": 0, "kept": 0})
+    efforts: list[dict] = field(default_factory=list)  # effort.correction_effort of each image
+    sweep: dict[float, list[int]] = field(default_factory=dict)  # threshold → edits of each image
     seconds: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.loop.name
+
+    @property
+    def edits(self) -> list[int]:
+        return [edits(record) for record in self.efforts]
+
+    @property
+    def kinds(self) -> dict[str, int]:
+        return {kind: sum(int(record[kind]) for record in self.efforts) for kind in OUTCOMES}
 
 
 def label_one(run: Run, index: int, sample: Sample, settings: AnnotatorSettings,
               history: list[Sample]) -> CorrectionDiff:
-    """Predict, let the annotator correct, count the edits, feed the annotation back as `run.name` does; the
+    """Predict, let the annotator correct, count the effort, feed the annotation back as `run.loop` says; the
     correction made. `history`: the samples labelled so far, this one included (for the calibration)."""
     started = time.perf_counter()
-    calibrated = run.name.endswith("calibrated")
-    instances = run.engine.predict(sample.image, image_key=sample.key, memory=run.memory,
-                                   score_threshold=0.0 if calibrated else settings.threshold,
-                                   thresholds=run.thresholds if calibrated else None)
-    if calibrated:  # classes not calibrated yet use the global threshold
-        instances = [i for i in instances if i.label in run.thresholds or i.score > settings.threshold]
-    predicted = [LabelledMask(i.label, i.mask, i.score) for i in instances]
-    diff = diff_correction(predicted, sample.truths, match_iou=settings.match_iou)
-    run.edits.append(diff.edits)
-    for kind in ("deleted", "added", "relabelled", "kept"):
-        run.kinds[kind] += len(getattr(diff, kind))
-    if run.name != "frozen" or index < settings.first_k:
-        negatives = diff.negatives() if "corrections" in run.name else []
+    loop = run.loop
+    instances = run.engine.predict(sample.image, image_key=sample.key, memory=run.memory, score_threshold=0.0,
+                                   thresholds=run.thresholds if loop.calibrated else None)
+    candidates = [LabelledMask(i.label, i.mask, i.score) for i in instances]
+    # the global threshold: for every class of an uncalibrated loop, for classes not calibrated yet otherwise
+    def shown(threshold: float) -> list[LabelledMask]:
+        return [c for c in candidates if (loop.calibrated and c.label in run.thresholds) or c.score > threshold]
+
+    diff = diff_correction(shown(settings.threshold), sample.truths, match_iou=settings.match_iou)
+    run.efforts.append(correction_effort(diff))
+    for threshold in () if loop.calibrated else settings.sweep:
+        other = diff if threshold == settings.threshold else diff_correction(
+            shown(threshold), sample.truths, match_iou=settings.match_iou)
+        run.sweep.setdefault(threshold, []).append(edits(correction_effort(other)))
+    if not loop.frozen or index < loop.first_k:
+        negatives = diff.negatives() if loop.corrections else []
         ref = f"ann-{sample.key}"
         if sample.truths or negatives:
             run.engine.add_annotation(ref, sample.image, sample.truths, negatives, sample.key, run.memory)
         else:
             run.engine.add_negative(ref, sample.image, sample.key, run.memory)
-    if calibrated:
+    if loop.calibrated:
         run.thresholds = calibrate(run, history[-settings.calibration_window:], settings)
     run.seconds += time.perf_counter() - started
     return diff
@@ -95,13 +145,31 @@ def calibrate(run: Run, recent: list[Sample], settings: AnnotatorSettings) -> di
     return calibrate_thresholds(observations, missed, default=settings.threshold, labels=run.memory.counts())
 
 
-def build_runs(config, names: tuple[str, ...] = CONFIGS) -> list[Run]:
+def cover_classes_first(samples: Sequence[Sample], k: int) -> list[Sample]:
+    """The stream with up to `k` images moved to its front, chosen (earliest first) so that together they show
+    every class the stream holds if k images can, so a frozen memory of the first k images knows every class; the
+    others keep their order."""
+    wanted = {t.label for s in samples for t in s.truths}
+    chosen: list[int] = []
+    seen: set[str] = set()
+    while len(chosen) < k and seen != wanted:
+        gains = [(len({t.label for t in s.truths} - seen), -i) for i, s in enumerate(samples) if i not in chosen]
+        if not gains or max(gains)[0] == 0:
+            break
+        best = -max(gains)[1]
+        chosen.append(best)
+        seen |= {t.label for t in samples[best].truths}
+    front = sorted(chosen)
+    return [samples[i] for i in front] + [s for i, s in enumerate(samples) if i not in set(front)]
+
+
+def build_runs(config, loops: Sequence[Loop] = LOOPS) -> list[Run]:
     """One engine per configuration (own caches: similarity prompting grows per memory), shared backbones."""
     from .engine import Engine
 
     first = Engine(config)
-    runs = [Run(names[0], first, first.new_memory())]
-    for name in names[1:]:
+    runs = [Run(loops[0], first, first.new_memory())]
+    for loop in loops[1:]:
         engine = Engine(config, encoder=first.encoder, proposer=first.proposer)
-        runs.append(Run(name, engine, engine.new_memory()))
+        runs.append(Run(loop, engine, engine.new_memory()))
     return runs

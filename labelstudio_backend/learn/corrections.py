@@ -31,7 +31,7 @@ import numpy as np
 from labelstudio_backend.labelstudio.ids import integer_id
 from labelstudio_backend.labelstudio.label_config import LabelConfig
 from labelstudio_backend.labelstudio.regions import Region, parse_result
-from labelstudio_backend.learn.effort import REDRAW_IOU, correction_effort, drawn_effort
+from ntt_engine.effort import REDRAW_IOU, correction_effort, drawn_effort
 from labelstudio_backend.learn.thumbnails import Thumbnail, region_thumbnails
 from labelstudio_backend.store import versions
 from ntt_engine import Engine, MemoryBank, PromptSet, ReferenceError
@@ -70,7 +70,7 @@ class Learned:
     observations: list[ScoreObservation] = field(default_factory=list)
     missed: dict[str, int] = field(default_factory=dict)
     source: str = "drawn"  # "drawn" (no prediction), "correction <id>", or "copy <id>"
-    effort: dict = field(default_factory=dict)  # learn/effort.py
+    effort: dict = field(default_factory=dict)  # ntt_engine/effort.py
     thumbnails: list[Thumbnail] = field(default_factory=list)  # the dashboard's gallery (learn/thumbnails.py)
 
 

@@ -1,4 +1,4 @@
-"""A project's dashboard figures, summed from its annotation records (learn/effort.py) and its memory.
+"""A project's dashboard figures, summed from its annotation records (ntt_engine/effort.py) and its memory.
 
 Pure: state + memory + thresholds in, a JSON-ready dict out. Because every figure is a sum over the records of the
 annotations that exist now, deleting an annotation undoes its share and a resync, which rebuilds the records,
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from labelstudio_backend.labelstudio.label_config import LabelConfigError, parse_label_config
-from labelstudio_backend.learn.effort import CLASS_COUNTS, OUTCOMES, edits
+from ntt_engine.effort import CLASS_COUNTS, OUTCOMES, edits
 from labelstudio_backend.predict.task_score import Thresholds
 from labelstudio_backend.store.projects import ProjectState
 from ntt_engine import MemoryBank

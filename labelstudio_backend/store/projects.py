@@ -61,7 +61,7 @@ class AnnotationRecord:
     source: str = "drawn"  # "drawn", "correction <prediction id>", "copy <prediction id>"
     observations: list = field(default_factory=list)  # [label, score, correct] for threshold calibration
     missed: dict = field(default_factory=dict)  # label -> objects no prediction found
-    effort: dict = field(default_factory=dict)  # what it cost the annotator (learn/effort.py); {} for none
+    effort: dict = field(default_factory=dict)  # what it cost the annotator (ntt_engine/effort.py); {} for none
     thumbs: list = field(default_factory=list)  # [label, kind] of each gallery thumbnail (store/thumbnails.py)
 
 

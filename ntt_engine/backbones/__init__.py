@@ -11,7 +11,7 @@ from ..protocols import FeatureEncoder, ProposalGenerator
 
 log = logging.getLogger(__name__)
 
-TEST_ENCODERS = ("test_colour_texture",)
+TEST_ENCODERS = ("test_colour_texture", "test_colour_texture_v2")
 TEST_PROPOSERS = ("test_connected_components",)
 
 
@@ -24,7 +24,7 @@ def pick_device(requested: str) -> str:
 def build_encoder(config: EngineConfig) -> FeatureEncoder:
     if config.encoder in TEST_ENCODERS:
         from .weightless import ColourTextureEncoder
-        return ColourTextureEncoder()
+        return ColourTextureEncoder(fine_texture=config.encoder == "test_colour_texture_v2")
     from .dinov2 import DinoV2Encoder
     checkpoint = None if config.random_weights else resolve(
         config.encoder_checkpoint or config.encoder, sha256=config.encoder_sha256, config_key="encoder_checkpoint")

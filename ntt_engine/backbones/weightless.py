@@ -7,6 +7,10 @@ images `ntt_engine.synthetic` draws: flat-hued textured objects on a low-saturat
 - `ColourTextureEncoder` ("test-colour-texture-v1"): a `FeatureEncoder` whose cell features are a soft hue
   histogram (weighted by how chromatic the pixels are), an achromatic brightness histogram, and local gradient
   orientation statistics (texture), all non-negative.
+- `ColourTextureEncoder(fine_texture=True)` ("test-colour-texture-v2"): the same plus how much of a window is dark
+  and how much of it is edge, with texture weighted as much as colour, so that two textures of one hue (stripes vs
+  waves, dots vs rings, checker vs grid) are told apart, as DINOv2 tells them apart. The labelling-effort benchmark
+  uses it (look-alikes of a class's exact hue); the `synthetic` preset keeps v1.
 - `ConnectedComponentProposer` ("test-connected-components-v2"): a `ProposalGenerator` that splits the image into
   connected regions of one hue (chromatic pixels whose neighbours differ by < `hue_tolerance` degrees) or of
   achromatic pixels, and answers every click with the region under it.
@@ -69,14 +73,18 @@ class ColourTextureEncoder:
     TEXTURE_WEIGHT = 0.5
     TEXTURE_SCALE = 0.03  # gradient energy at which texture strength is 0.5
 
-    def __init__(self, cell: int = 8, input_size: int | None = None):
+    FINE_TEXTURE_WEIGHT = 1.0  # v2: texture counts about as much as colour
+    EDGE_LEVEL = 0.04  # v2: a pixel whose luminance gradient exceeds this is an edge pixel
+
+    def __init__(self, cell: int = 8, input_size: int | None = None, fine_texture: bool = False):
         if cell < 1:
             raise ValueError(f"cell must be >= 1, got {cell}")
         self.cell = int(cell)
         self.input_size = None if input_size is None else int(input_size)
+        self.fine_texture = bool(fine_texture)
         suffix = ("" if self.cell == 8 else f"-cell{self.cell}") + (
             "" if self.input_size is None else f"-in{self.input_size}")
-        self.name = "test-colour-texture-v1" + suffix
+        self.name = ("test-colour-texture-v2" if self.fine_texture else "test-colour-texture-v1") + suffix
         fine = (np.arange(self.FINE_HUE_BINS) + 0.5) * (360.0 / self.FINE_HUE_BINS)
         centres = np.arange(self.HUE_BINS) * (360.0 / self.HUE_BINS)
         diff = (fine[:, None] - centres[None, :] + 180.0) % 360.0 - 180.0
@@ -85,10 +93,11 @@ class ColourTextureEncoder:
 
     @property
     def dim(self) -> int:
-        return self.HUE_BINS + 3 + 10
+        return self.HUE_BINS + 3 + (38 if self.fine_texture else 10)
 
     def __repr__(self) -> str:
-        return f"ColourTextureEncoder(cell={self.cell}, input_size={self.input_size}) [TEST backbone]"
+        return (f"ColourTextureEncoder(cell={self.cell}, input_size={self.input_size}, "
+                f"fine_texture={self.fine_texture}) [TEST backbone]")
 
     def encode(self, image: np.ndarray) -> PatchFeatures:
         if image.ndim != 3 or image.shape[2] < 3:
@@ -134,18 +143,52 @@ class ColourTextureEncoder:
             np.abs(padded[2:, 2:] - padded[:-2, :-2]) * diag,
             np.abs(padded[2:, :-2] - padded[:-2, 2:]) * diag,
         )
-        stats = np.stack([cell_mean(g) for g in gradients] + [cell_mean(chromatic)], 0)  # [5, cells]
-        stats_t = torch.from_numpy(stats.astype(np.float32)).reshape(1, 5, grid_h, grid_w)
-        local = F.avg_pool2d(stats_t, 3, stride=1, padding=1, count_include_pad=False)[0].reshape(5, cells).numpy()
+        planes = [cell_mean(g) for g in gradients] + [cell_mean(chromatic)]
+        if self.fine_texture:  # dark share (below the window's mean luminance) and edge share of each window
+            window_lum = self._window_mean(cell_mean(lum), grid_h, grid_w)
+            planes += [cell_mean(lum < window_lum[cell_of].reshape(lum.shape)),
+                       cell_mean(sum(gradients) > self.EDGE_LEVEL)]
+        stats = np.stack(planes, 0)  # [5 or 7, cells]
+        local = self._window_mean(stats, grid_h, grid_w)
         energy = local[:4].sum(0)
         strength = energy / (energy + self.TEXTURE_SCALE)
         shares = local[:4] / np.maximum(energy, 1e-9)
-        texture = np.concatenate([shares * strength[None], (1 - strength)[None]])  # [5, cells]
+        if self.fine_texture:
+            texture = np.concatenate([self._texture_code(shares, local[5], local[6]) * strength[None],
+                                      (1 - strength)[None]]) * self.FINE_TEXTURE_WEIGHT
+        else:
+            texture = np.concatenate([shares * strength[None], (1 - strength)[None]]) * self.TEXTURE_WEIGHT
         local_chromatic = local[4:5]
-        texture = np.concatenate([texture * local_chromatic, texture * (1 - local_chromatic)]).T * self.TEXTURE_WEIGHT
+        texture = np.concatenate([texture * local_chromatic, texture * (1 - local_chromatic)]).T
 
         grid = np.concatenate([hue_hist, bright_cells, texture], 1).reshape(grid_h, grid_w, -1)
         return PatchFeatures(torch.from_numpy(grid.astype(np.float32)), original, (height, width))
+
+    @staticmethod
+    def _texture_code(shares: np.ndarray, dark: np.ndarray, edges: np.ndarray) -> np.ndarray:
+        """v2: soft one-hot codes (like the hue bins) of a window's texture, so that textures of one hue get nearly
+        orthogonal vectors: orientation (x-, y-, diagonal-, anti-diagonal-dominant or isotropic) × edge share
+        (3 bins), and dark share (3 bins). [4, cells] shares, [cells] dark and edge shares → [18, cells]."""
+        x, y, d, a = shares
+        axis = np.clip(2 * (x - y) / np.maximum(x + y, 1e-9), -1, 1)
+        diagonal = np.clip(2 * (d - a) / np.maximum(d + a, 1e-9), -1, 1)
+        dominant = np.stack([axis.clip(0), (-axis).clip(0), diagonal.clip(0), (-diagonal).clip(0)])
+        orientation = np.concatenate([dominant, (1 - dominant.max(0))[None]])  # [5, cells]
+        def bins(values: np.ndarray, centres: tuple[float, ...], sigma: float) -> np.ndarray:
+            member = np.exp(-0.5 * ((values[None] - np.array(centres)[:, None]) / sigma) ** 2)
+            return member / np.maximum(member.sum(0, keepdims=True), 1e-9)
+
+        edge = bins(edges, (0.5, 0.65, 0.8), 0.07)  # [3, cells]
+        joint = (orientation[:, None] * edge[None]).reshape(15, -1)
+        return np.concatenate([joint, bins(dark, (0.3, 0.5, 0.7), 0.08)])
+
+    @staticmethod
+    def _window_mean(per_cell: np.ndarray, grid_h: int, grid_w: int) -> np.ndarray:
+        """[..., cells] → the mean over each cell and its 8 neighbours (those inside the grid)."""
+        planes = per_cell.reshape(-1, grid_h * grid_w)
+        t = torch.from_numpy(planes.astype(np.float32)).reshape(1, len(planes), grid_h, grid_w)
+        pooled = F.avg_pool2d(t, 3, stride=1, padding=1, count_include_pad=False)[0].reshape(len(planes), -1)
+        return pooled.numpy().reshape(per_cell.shape)
 
 
 # ------------------------------------------------------------------------------------------------ proposer

@@ -7,6 +7,7 @@ from typing import Sequence
 
 from ntt_engine.synthetic.dataset import DIFFICULTIES, generate_dataset
 from ntt_engine.synthetic.drawing import MAX_CLASSES
+from ntt_engine.synthetic.hard import LOOK_ALIKE_HUE_SHIFT
 
 DESCRIPTION = "A generated COCO instance-segmentation dataset for logic tests and demos."
 
@@ -29,10 +30,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--negative-fraction", type=float, default=0.15)
     parser.add_argument("--difficulty", choices=DIFFICULTIES, default="easy",
                         help="hard: look-alike distractors, small objects, clutter (default easy)")
+    parser.add_argument("--look-alike-shift", type=float, default=LOOK_ALIKE_HUE_SHIFT, metavar="DEGREES",
+                        help="hard set: the look-alikes' hue shift from their class (default %(default)s; 0: the "
+                             "class's exact hue, told apart by texture only)")
     args = parser.parse_args(argv)
     try:
         path = generate_dataset(args.out, args.images, args.classes, args.seed, args.size, args.negative_fraction,
-                                progress=True, difficulty=args.difficulty)
+                                progress=True, difficulty=args.difficulty,
+                                look_alike_shift=args.look_alike_shift)
     except ValueError as exc:
         parser.error(str(exc))
     print(path)

@@ -12,7 +12,7 @@ from ntt_engine.export import mask_to_bbox, mask_to_rle
 from ntt_engine.memory import atomic_write_bytes
 from ntt_engine.synthetic.drawing import CLASS_APPEARANCES, DISTRACTOR_APPEARANCES, class_appearances
 from ntt_engine.synthetic.easy import render_easy_image
-from ntt_engine.synthetic.hard import render_hard_image
+from ntt_engine.synthetic.hard import LOOK_ALIKE_HUE_SHIFT, render_hard_image
 
 DIFFICULTIES = ("easy", "hard")
 
@@ -24,14 +24,20 @@ def mask_to_annotation(mask: np.ndarray) -> dict:
 
 def generate_dataset(out_dir: str | Path, images: int, classes: int, seed: int,
                      size: tuple[int, int] = (320, 240), negative_fraction: float = 0.15,
-                     progress: bool = False, difficulty: str = "easy") -> Path:
+                     progress: bool = False, difficulty: str = "easy",
+                     look_alike_shift: float = LOOK_ALIKE_HUE_SHIFT) -> Path:
     """Write `images` PNGs to `out_dir/images` and their COCO annotations to `out_dir/instances.json`.
 
     `size` is (width, height). Exactly round(images · negative_fraction) images are negatives (no class object).
-    `difficulty`: "easy" or "hard" (`ntt_engine.synthetic.hard`). Returns the path of instances.json.
+    `difficulty`: "easy" or "hard" (`ntt_engine.synthetic.hard`); `look_alike_shift`: the hard set's look-alikes'
+    hue shift from their class (degrees, 0 = the class's exact hue). Returns the path of instances.json.
     """
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"difficulty must be one of {', '.join(DIFFICULTIES)}, got {difficulty!r}")
+    if not 0.0 <= look_alike_shift < 30.0:  # classes' hues are ~30° apart: beyond, a look-alike resembles another
+        raise ValueError(f"look_alike_shift must be in [0, 30) degrees, got {look_alike_shift}")
+    if look_alike_shift != LOOK_ALIKE_HUE_SHIFT and difficulty != "hard":
+        raise ValueError("look_alike_shift applies to the hard difficulty only (the easy set has no look-alikes)")
     looks = class_appearances(classes)
     distractors = tuple(a for a in CLASS_APPEARANCES if a not in looks) + DISTRACTOR_APPEARANCES
     width, height = int(size[0]), int(size[1])
@@ -54,8 +60,11 @@ def generate_dataset(out_dir: str | Path, images: int, classes: int, seed: int,
         indices = tqdm(indices, desc="synthetic images", unit="img")
     for index in indices:
         rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
-        render = render_hard_image if difficulty == "hard" else render_easy_image
-        rgb, instances = render(rng, index not in negatives, looks, distractors, height, width)
+        if difficulty == "hard":
+            rgb, instances = render_hard_image(rng, index not in negatives, looks, distractors, height, width,
+                                               look_alike_shift)
+        else:
+            rgb, instances = render_easy_image(rng, index not in negatives, looks, distractors, height, width)
         image_id = index + 1
         file_name = f"{image_id:06d}.png"
         Image.fromarray(rgb).save(out / "images" / file_name, compress_level=1)
@@ -72,7 +81,9 @@ def generate_dataset(out_dir: str | Path, images: int, classes: int, seed: int,
             "generator": {"images": images, "classes": classes, "seed": seed, "size": [width, height],
                           "negative_fraction": negative_fraction,
                           "negative_image_ids": sorted(i + 1 for i in negatives),
-                          **({"difficulty": difficulty} if difficulty != "easy" else {})},
+                          **({"difficulty": difficulty} if difficulty != "easy" else {}),
+                          **({"look_alike_shift": look_alike_shift}
+                             if look_alike_shift != LOOK_ALIKE_HUE_SHIFT else {})},
         },
         "licenses": [],
         "images": coco_images,

@@ -1,4 +1,4 @@
-"""Issue 16: what an annotation cost (learn/effort.py), the project's figures summed from it (report/stats.py), and
+"""Issue 16: what an annotation cost (ntt_engine/effort.py), the project's figures summed from it (report/stats.py), and
 the dashboard routes. Payload mode: the task in the webhook payload carries its predictions."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from labelstudio_backend.learn.effort import correction_effort, drawn_effort, edits
+from ntt_engine.effort import correction_effort, drawn_effort, edits
 from ntt_engine.corrections import LabelledMask, diff_correction
 from support.backend_helpers import (annotation_result, created_webhook, learn, predict, region_for, send, setup, snap,
                                      task_for)

@@ -1,19 +1,19 @@
-"""What an annotation cost its annotator, as the project's dashboard counts it (issue 16).
+"""What an annotation cost its annotator: the one count that the backend's dashboard, `ntt replay` and the
+labelling-effort benchmark all use.
 
-For an annotation that started from this backend's prediction, the diff with that prediction
-(ntt_engine.corrections.diff_correction) says, per region: kept unchanged, kept but redrawn (IoU between the
-predicted and the final mask below `redraw_iou`), relabelled, deleted, or added. An annotation drawn without a
-prediction counts every object as added and predicts nothing, so it never moves precision. The record is stored in
-the annotation's record of state.json: deleting the annotation removes it, a resync rebuilds it, and the project's
-figures are sums over the records (report/stats.py).
+For an annotation that started from a prediction, the diff with that prediction (corrections.diff_correction) says,
+per region: kept unchanged, kept but redrawn (IoU between the predicted and the final mask below `redraw_iou`: an
+annotator redraws a mask that far off, one edit), relabelled, deleted, or added. An annotation drawn without a
+prediction counts every object as added and predicts nothing, so it never moves precision. The backend stores the
+record with the annotation (labelstudio_backend/learn/corrections.py) and sums them (report/stats.py).
 """
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-from labelstudio_backend.metrics import REGION_OUTCOMES
-from ntt_engine.corrections import CorrectionDiff, LabelledMask, mask_iou
+from .corrections import CorrectionDiff, LabelledMask
 
+REGION_OUTCOMES = ("predicted", "kept", "deleted", "added")  # what became of predicted regions, per class
 REDRAW_IOU = 0.9  # a kept mask below this IoU with its prediction was redrawn: one edit
 OUTCOMES = ("unchanged", "redrawn", "relabelled", "deleted", "added")
 CLASS_COUNTS = (*REGION_OUTCOMES, "final")  # per class: regions predicted ... final objects
@@ -30,7 +30,7 @@ def correction_effort(diff: CorrectionDiff, redraw_iou: float = REDRAW_IOU, lead
             row[key] += 1
 
     for kept in diff.kept:
-        redrawn = mask_iou([kept.predicted.mask], [kept.final.mask])[0, 0] < redraw_iou
+        redrawn = kept.iou < redraw_iou
         counts["redrawn" if redrawn else "unchanged"] += 1
         count(kept.predicted.label, "predicted", "kept", "final")
     for changed in diff.relabelled:
