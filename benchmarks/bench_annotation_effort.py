@@ -63,10 +63,25 @@ def load_samples(data: Path) -> tuple[list[Sample], list[str]]:
     return samples, sorted(names.values())
 
 
-def engine_config(preset: str, threads: int, encoder: str | None):
+def parse_setting(text: str) -> tuple[str, object]:
+    """KEY=VALUE with a JSON value (a bare word is a string) and KEY an EngineConfig field."""
+    import dataclasses
+
     from ntt_engine import EngineConfig
 
-    overrides = {"encoder": encoder} if encoder else {}
+    key, sep, value = text.partition("=")
+    if not sep or key not in {f.name for f in dataclasses.fields(EngineConfig)}:
+        raise ValueError(f"--set {text!r}: expected KEY=VALUE with KEY a field of EngineConfig")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def engine_config(preset: str, threads: int, encoder: str | None, overrides: dict | None = None):
+    from ntt_engine import EngineConfig
+
+    overrides = {**(overrides or {}), **({"encoder": encoder} if encoder else {})}
     if preset == "synthetic" and encoder is None:
         overrides["encoder"] = "test_colour_texture_v2"
     return EngineConfig.preset(preset, num_threads=threads, **overrides)
@@ -90,7 +105,7 @@ def run_stream(job: dict) -> dict:
     if job["reorder"]:
         samples = cover_classes_first(samples, 3)
     loops = [loop for loop in LOOPS if loop.name in job["loops"]]
-    runs = build_runs(engine_config(job["preset"], job["threads"], job["encoder"]), loops)
+    runs = build_runs(engine_config(job["preset"], job["threads"], job["encoder"], job.get("overrides")), loops)
     settings = AnnotatorSettings(job["threshold"], job["match_iou"])
     history: list[Sample] = []
     for index, sample in enumerate(samples):
@@ -130,8 +145,9 @@ def summarise(streams: list[dict]) -> dict:
         out[name] = {"total_edits": spread([r["total_edits"] for r in rows]),
                      "edits_per_image_last_half": spread([round(sum(r["per_image"][half:]) / max(1, s["images"] - half),
                                                                 3) for r, s in zip(rows, streams)]),
-                     "redrawn": spread([r.get("redrawn", 0) for r in rows]),
                      "seconds": spread([r["seconds"] for r in rows])}
+        if all("redrawn" in r for r in rows):  # the tuned row is counted from the online run's threshold sweep
+            out[name]["redrawn"] = spread([r["redrawn"] for r in rows])
     out["draw everything by hand"] = {"total_edits": spread([s["objects"] for s in streams])}
     return out
 
@@ -203,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", type=int, default=5)
     parser.add_argument("--seeds", type=lambda t: numbers(t), default=[0, 1, 2, 3, 4], help="evaluated (0,1,2,3,4)")
     parser.add_argument("--tuning-seeds", type=lambda t: numbers(t), default=[100, 101, 102],
-                        help="seeds the tuned threshold is chosen on, never evaluated (100,101,102)")
+                        help="seeds the tuned threshold is chosen on, never evaluated (100,101,102; '': no tuned row)")
+    parser.add_argument("--configs", type=lambda t: [v for v in t.split(",") if v], default=list(CONFIGS),
+                        help="which configurations (default all: " + ",".join(CONFIGS) + ")")
     parser.add_argument("--shifts", type=lambda t: numbers(t, float), default=[0.0, 2.0, 4.0, 8.0],
                         help="look-alike hue shifts in degrees (0,2,4,8)")
     parser.add_argument("--data", type=Path, help="an existing COCO folder (instances.json + images) instead of "
@@ -211,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-order", action="store_true", help="label in the images' order (no classes first)")
     parser.add_argument("--threshold", type=float, default=0.5, help="global score threshold (uncalibrated)")
     parser.add_argument("--match-iou", type=float, default=0.5)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="an engine setting for every configuration (EngineConfig field, JSON value), e.g. "
+                             "--set correction_temperature=0.1; repeatable")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--workers", type=int, default=1, help="streams run at once (processes)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -221,19 +242,27 @@ def main(argv: list[str] | None = None) -> int:
 
     from ntt_engine.checkpoints import CheckpointError
 
-    base = {"images": args.images, "classes": args.classes, "preset": args.preset, "encoder": args.encoder,
-            "threads": args.threads, "threshold": args.threshold, "match_iou": args.match_iou,
+    try:
+        overrides = dict(parse_setting(text) for text in args.overrides)
+    except ValueError as exc:
+        parser.error(str(exc))
+    unknown = [name for name in args.configs if name not in CONFIGS]
+    if unknown or not args.configs:
+        parser.error(f"--configs: unknown {unknown}; choose from {', '.join(CONFIGS)}")
+    tuning_seeds = args.tuning_seeds if "online" in args.configs else []
+    base = {"overrides": overrides, "images": args.images, "classes": args.classes, "preset": args.preset,
+            "encoder": args.encoder, "threads": args.threads, "threshold": args.threshold, "match_iou": args.match_iou,
             "reorder": not args.keep_order}
     shifts = ["data"] if args.data else [f"{s:g}" for s in args.shifts]
     jobs = []
     for shift in shifts:
         if args.data:
-            jobs.append({**base, "data": str(args.data), "loops": CONFIGS, "role": "eval", "key": shift})
+            jobs.append({**base, "data": str(args.data), "loops": args.configs, "role": "eval", "key": shift})
             continue
-        jobs += [{**base, "seed": seed, "shift": float(shift), "loops": CONFIGS, "role": "eval", "key": shift}
+        jobs += [{**base, "seed": seed, "shift": float(shift), "loops": args.configs, "role": "eval", "key": shift}
                  for seed in args.seeds]
         jobs += [{**base, "seed": seed, "shift": float(shift), "loops": ("online",), "role": "tune", "key": shift}
-                 for seed in args.tuning_seeds]
+                 for seed in tuning_seeds]
     try:
         if args.workers > 1:
             with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
