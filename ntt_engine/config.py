@@ -27,7 +27,7 @@ class EngineConfig:
     input_recipe: str = "sam2"  # pixels → tensors: "reference" (paper: the reference's exact steps) or "sam2"
     # --- proposals (§3) ---
     points_per_side: int = 32
-    points_batch_size: int = 0  # prompts per decoder batch (0 = auto: 256 on a GPU, 16 on a CPU); leftovers kept
+    points_batch_size: int = 0  # prompts per decoder batch (0 = auto: 256 on a GPU, 4 on a CPU); leftovers kept
     iou_threshold: float = 0.4  # keep proposals with predicted IoU strictly above this
     prompting: str = "grid"  # "grid" (paper: points_per_side² clicks) or "similarity" (ALGORITHM.md §11)
     coarse_grid_per_side: int = 6  # similarity prompting: recall floor
@@ -67,8 +67,8 @@ class EngineConfig:
         base: dict[str, Any] = {"preset_name": name}
         if name == "paper":
             # the reference runs fp32 (trainer.precision: 32) and its exact input steps. Decoder batches stay auto:
-            # 256 on a GPU as the reference; 16 on a CPU, bit-identical there at a fifth of the peak memory
-            # (benchmarks/paper_parity.py: 2.2 vs 10 GiB)
+            # 256 on a GPU as the reference; 4 on a CPU, bit-identical there at a fraction of the peak memory
+            # (benchmarks/paper_parity.py: 2.2 vs 10 GiB at 16) and 2.7x faster (benchmarks/bench_decoder.py)
             base.update(precision="fp32", input_recipe="reference")
         if name == "fast":
             # whole-image reference pooling: references live at the targets' scale (which also calibrates the
@@ -101,10 +101,13 @@ class EngineConfig:
                              f"{self.reference_mask_sampling!r}")
 
     def decoder_batch(self, device: str) -> int:
-        """CPU cost per prompt is flat in the batch size, while memory grows with it: small batches on CPUs."""
+        """Small batches on CPUs: a batch of 16 prompts allocates 64 MiB tensors that glibc maps and unmaps each
+        time (page faults: 40 % of the decoder's time), while 4 stay in the heap; GEMMs of 16 rows or more round
+        alike, and the IoU head of a smaller batch is padded to 16 rows, so 4 gives the reference's 256 bit for bit
+        (benchmarks/bench_decoder.py, tests/test_sam2_exact_speedups.py)."""
         if self.points_batch_size > 0:
             return self.points_batch_size
-        return 256 if device.startswith("cuda") else 16
+        return 256 if device.startswith("cuda") else 4
 
     def config_id(self) -> str:
         """Short stable id of everything that changes predictions (not runtime knobs)."""

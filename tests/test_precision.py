@@ -25,6 +25,6 @@ def test_bad_values_are_refused():
         EngineConfig.preset("fast", prompting="random")
     assert EngineConfig.preset("paper").precision == "fp32"
     assert EngineConfig.preset("paper").decoder_batch("cuda") == 256
-    assert EngineConfig.preset("paper").decoder_batch("cpu") == 16  # bit-identical to 256 on a CPU, 10 GiB less peak
+    assert EngineConfig.preset("paper").decoder_batch("cpu") == 4  # bit-identical to 256 on a CPU, 10 GiB less peak
     assert EngineConfig.preset("paper", points_batch_size=256).decoder_batch("cpu") == 256
-    assert EngineConfig.preset("fast").decoder_batch("cpu") == 16
+    assert EngineConfig.preset("fast").decoder_batch("cpu") == 4

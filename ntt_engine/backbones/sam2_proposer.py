@@ -18,6 +18,7 @@ from sam2.build_sam import build_sam2
 from sam2.utils.transforms import SAM2Transforms
 
 from .precision import autocast_for
+from .sam2_decode import two_way_one_image
 from .weights import random_init, require_checkpoint
 from .. import inputs
 from ..checkpoints import CheckpointError, describe_mismatch, weights_id
@@ -32,6 +33,19 @@ SAM2_CONFIGS: dict[str, str] = {
     **{f"sam2.1_hiera_{s}": f"configs/sam2.1/sam2.1_hiera_{c}.yaml" for s, c in _SIZE_CODE.items()},
 }
 BOX_LABELS = (2, 3)  # SAM's point labels for a box's top-left and bottom-right corners
+
+
+LARGE_BATCH_ROWS = 16  # CPU GEMMs of this many rows or more round as the reference's batches of 256 do
+
+
+def _rows_as_in_a_large_batch(head: torch.nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """`head(rows)` for a few rows, computed on rows padded with zeros to `LARGE_BATCH_ROWS` (rows are independent):
+    a CPU GEMM of fewer rows takes another kernel and rounds differently in the last bit, which would move predicted
+    IoUs of small decoder batches off those of the reference's batches of 256."""
+    if rows.shape[0] >= LARGE_BATCH_ROWS:
+        return head(rows)
+    padding = rows.new_zeros((LARGE_BATCH_ROWS - rows.shape[0], *rows.shape[1:]))
+    return head(torch.cat([rows, padding]))[:rows.shape[0]]
 
 
 def to_model_frame(points_xy: np.ndarray, image_size: tuple[int, int], resolution: int = 1024) -> np.ndarray:
@@ -79,6 +93,8 @@ class Sam2ProposalGenerator:
         self.precision = precision
         autocast_for(self.device, precision)  # validates the value early
         self.points_batch_size = points_batch_size
+        # the first two-way block's image-only projections once per batch, not once per prompt (sam2_decode.py)
+        self.share_image_work = True
         self.add_no_mem_embed = add_no_mem_embed
         self.input_recipe = inputs.check_recipe(input_recipe)
         config = SAM2_CONFIGS[model_name]
@@ -184,11 +200,16 @@ class Sam2ProposalGenerator:
             weights.insert(0, decoder.obj_score_token.weight)
         output_tokens = torch.cat(weights, dim=0).unsqueeze(0).expand(sparse.size(0), -1, -1)
         tokens = torch.cat((output_tokens, sparse), dim=1)
-        src = torch.repeat_interleave(emb.image_embed, tokens.shape[0], dim=0) + dense
-        pos_src = torch.repeat_interleave(m.sam_prompt_encoder.get_dense_pe(), tokens.shape[0], dim=0)
-        b, c, h, w = src.shape
-        hs, src = decoder.transformer(src, pos_src, tokens)
-        iou = decoder.iou_prediction_head(hs[:, shift, :])
+        b, (c, h, w) = tokens.shape[0], emb.image_embed.shape[1:]
+        # without a mask prompt every prompt has one dense embedding; one prompt alone has nothing to share
+        if self.share_image_work and b > 1 and dense.stride(0) == 0:
+            hs, src = two_way_one_image(decoder.transformer, emb.image_embed + dense[:1],
+                                        m.sam_prompt_encoder.get_dense_pe(), tokens)
+        else:  # as predict_masks: the image repeated per prompt
+            src = torch.repeat_interleave(emb.image_embed, b, dim=0) + dense
+            pos_src = torch.repeat_interleave(m.sam_prompt_encoder.get_dense_pe(), b, dim=0)
+            hs, src = decoder.transformer(src, pos_src, tokens)
+        iou = _rows_as_in_a_large_batch(decoder.iou_prediction_head, hs[:, shift, :])
         if self._iou_needs_sigmoid:
             iou = iou.sigmoid()
         mask_tokens_out = hs[:, shift + 1: shift + 1 + decoder.num_mask_tokens, :]
