@@ -56,14 +56,20 @@ def unannotated(task: dict) -> bool:
 
 def retire_superseded(api: Any, project: int, tasks: list[Any], answers: list[dict], own: re.Pattern, archive: str,
                       metrics: Any) -> int:
-    """Relabel this backend's live predictions of another version on each unannotated task answered to `archive`;
-    how many were."""
+    """Relabel to `archive` this backend's live predictions on each unannotated task answered with a result: the
+    answer replaces them. How many were.
+
+    Those of another version come with the request body. One of the answer's own version is not in it (Label Studio
+    asks only for a task lacking one), but a refresh in another worker process may have stored one since Label
+    Studio read the task: Label Studio would then hold two of one version. So the task's predictions are read from
+    the API for every task answered with a result (one GET per task: a prediction costs far more)."""
     retired = 0
     for task, answer in zip(tasks, answers):
         if not isinstance(task, dict) or integer_id(task.get("id")) is None or not unannotated(task):
             continue
         version = answer.get("model_version")
-        if not any(p["model_version"] != version for p in live_predictions(task, own)):
+        stored = bool(answer.get("result"))  # Label Studio drops an empty answer: the task keeps what it has
+        if not stored and not any(p["model_version"] != version for p in live_predictions(task, own)):
             continue  # the body says there is nothing to retire: no API call
         try:
             listed = api.get_task(task["id"], project)
@@ -71,7 +77,7 @@ def retire_superseded(api: Any, project: int, tasks: list[Any], answers: list[di
             log.warning("project %d, task %s: cannot read its predictions: %s", project, task["id"], exc)
             continue
         if listed is not None and unannotated(listed):
-            older = [p["id"] for p in live_predictions(listed, own) if p["model_version"] != version]
+            older = [p["id"] for p in live_predictions(listed, own) if stored or p["model_version"] != version]
             retired += archive_predictions(api, older, archive, f"project {project}, task {task['id']}")
     if retired:
         metrics.add("predictions_superseded_archived", retired)

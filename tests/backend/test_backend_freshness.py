@@ -289,6 +289,25 @@ def test_predict_archives_the_tasks_superseded_own_predictions_before_answering(
     assert client.get("/metrics").json["counters"]["predictions_superseded_archived"] == 1
 
 
+def test_predict_archives_a_same_version_prediction_a_refresh_stored_meanwhile(make_app, dataset):
+    """Two gunicorn workers: one's refresh stores the current version's prediction on a task after Label Studio
+    read the task for a /predict that the other worker answers with the same version. Label Studio would then hold
+    two of one version (seen in the 8-annotator test): /predict reads the task's predictions from the API and
+    archives the one its answer replaces."""
+    from support.backend_helpers import predict
+    ls, app, client = _refresh_project(make_app, dataset, refresh_tasks=0, images=6)
+    ids = dataset.positive_ids()
+    _annotate(ls, app, client, dataset, 10, ids[0])
+    version = setup(client)
+    task = 100 + ids[1]
+    body = {**ls.get_task(task), "project": PROJECT}  # what Label Studio sent: no prediction yet
+    refreshed = ls.create_prediction(task, [{"type": "brushlabels"}], 0.9, version)  # the other worker's refresh
+    results = predict(client, [body])
+    assert results[0]["model_version"] == version and results[0]["result"]
+    assert {p["id"]: p["model_version"] for p in ls.predictions}[refreshed["id"]].endswith(".archived")
+    assert client.get("/metrics").json["counters"]["predictions_superseded_archived"] == 1
+
+
 def test_superseded_own_predictions_move_to_one_archive_version(make_app, dataset):
     """Label Studio lists every distinct model_version: the prediction an annotation started from, and any other of
     this backend's superseded predictions once more than two superseded versions are listed, are relabelled to
