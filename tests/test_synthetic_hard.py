@@ -30,6 +30,18 @@ def test_easy_default_is_unchanged(tmp_path):
     assert "difficulty" not in json.loads((tmp_path / "instances.json").read_text())["info"]["generator"]
 
 
+def _hues_and_annotated(root: Path, data: dict):
+    """Per image of a generated set: its hue and saturation planes, and the union of its annotated masks."""
+    for info in data["images"]:
+        image = np.asarray(Image.open(root / "images" / info["file_name"]).convert("RGB"))
+        hue, sat, _ = hsv_planes(image)
+        annotated = np.zeros(image.shape[:2], bool)
+        for ann in (a for a in data["annotations"] if a["image_id"] == info["id"]):
+            annotated |= mask_utils.decode({"size": ann["segmentation"]["size"],
+                                            "counts": ann["segmentation"]["counts"].encode()}).astype(bool)
+        yield hue, sat, annotated
+
+
 @pytest.fixture(scope="module")
 def hard(tmp_path_factory):
     root = tmp_path_factory.mktemp("hard")
@@ -54,13 +66,7 @@ def test_hard_set_has_look_alikes_small_objects_and_clutter(hard):
     areas = [a["area"] for a in data["annotations"]]
     assert sum(a < small_radius_area for a in areas) >= 0.2 * len(areas)  # small objects are common
     look_alike_pixels = 0
-    for info in data["images"]:
-        image = np.asarray(Image.open(root / "images" / info["file_name"]).convert("RGB"))
-        hue, sat, _ = hsv_planes(image)
-        annotated = np.zeros(image.shape[:2], bool)
-        for ann in (a for a in data["annotations"] if a["image_id"] == info["id"]):
-            annotated |= mask_utils.decode({"size": ann["segmentation"]["size"],
-                                            "counts": ann["segmentation"]["counts"].encode()}).astype(bool)
+    for hue, sat, annotated in _hues_and_annotated(root, data):
         for look in looks:
             shifted = look_alike(look)
             assert shifted.hue == pytest.approx((look.hue + LOOK_ALIKE_HUE_SHIFT) % 360) and shifted.texture != \
@@ -99,16 +105,7 @@ def test_look_alike_shift_sets_the_look_alikes_hue(tmp_path, shift):
     assert data["info"]["generator"]["look_alike_shift"] == shift
     looks = CLASS_APPEARANCES[:2]
     assert [look_alike(look, shift).hue for look in looks] == [(look.hue + shift) % 360 for look in looks]
-    hues_outside = []
-    for info in data["images"]:
-        image = np.asarray(Image.open(root / "images" / info["file_name"]).convert("RGB"))
-        hue, sat, _ = hsv_planes(image)
-        annotated = np.zeros(image.shape[:2], bool)
-        for ann in (a for a in data["annotations"] if a["image_id"] == info["id"]):
-            annotated |= mask_utils.decode({"size": ann["segmentation"]["size"],
-                                            "counts": ann["segmentation"]["counts"].encode()}).astype(bool)
-        hues_outside.append(hue[(sat > 0.6) & ~annotated])
-    outside = np.concatenate(hues_outside)
+    outside = np.concatenate([hue[(sat > 0.6) & ~annotated] for hue, sat, annotated in _hues_and_annotated(root, data)])
     for look in looks:  # unannotated pixels of the class's colour, centred on its hue + shift (jitter ±3°)
         gap = (outside - look.hue + 180) % 360 - 180
         near = gap[np.abs(gap) < 12]
