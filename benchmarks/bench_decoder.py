@@ -52,13 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
+    from ntt_engine import EngineConfig
     from ntt_engine.backbones.sam2_proposer import Sam2ProposalGenerator
     from ntt_engine.prompting import paper_grid
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ntt_engine import EngineConfig
-
     batch = args.batch or EngineConfig().decoder_batch(args.device)
     proposer = Sam2ProposalGenerator(args.model, None, device=args.device, points_batch_size=batch,
                                      random_weights=True)

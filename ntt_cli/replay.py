@@ -124,7 +124,7 @@ def run(args) -> int:
         state.annotations[str(index + 1)] = AnnotationRecord(
             image["id"], "reference" if truths else "negative", sorted({t.label for t in truths}), len(truths),
             f"{index:08d}", effort=effort)
-    calibrated = args.loop.endswith("calibrated")
+    calibrated = loop.loop.calibrated
     stats = project_stats(state, loop.memory, Thresholds(args.threshold, loop.thresholds if calibrated else {}),
                           "calibrated" if calibrated else "--threshold",
                           f"{engine.model_id}.r{loop.memory.revision} (replay, {args.loop})")
