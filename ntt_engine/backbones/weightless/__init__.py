@@ -7,9 +7,10 @@ images `ntt_engine.synthetic` draws: flat-hued textured objects on a low-saturat
 - `ColourTextureEncoder` ("test-colour-texture-v1"): a `FeatureEncoder` whose cell features are a soft hue
   histogram (weighted by how chromatic the pixels are), an achromatic brightness histogram, and local gradient
   orientation statistics (texture), all non-negative.
-- `ColourTextureEncoder(fine_texture=True)` ("test-colour-texture-v2"): the same plus how much of a window is dark
-  and how much of it is edge, with texture weighted as much as colour, so that two textures of one hue (stripes vs
-  waves, dots vs rings, checker vs grid) are told apart, as DINOv2 tells them apart. The labelling-effort benchmark
+- `ColourTextureEncoder(fine_texture=True)` ("test-colour-texture-v2"): the same colour channels, with the texture
+  channels replaced by soft one-hot texture codes (dominant orientation × edge share, dark share), weighted as much
+  as colour, so that two textures of one hue (stripes vs waves, dots vs rings, checker vs grid) are told apart, as
+  DINOv2 tells them apart. The labelling-effort benchmark
   uses it (look-alikes of a class's exact hue); the `synthetic` preset keeps v1.
 - `ConnectedComponentProposer` ("test-connected-components-v2"): a `ProposalGenerator` that splits the image into
   connected regions of one hue (chromatic pixels whose neighbours differ by < `hue_tolerance` degrees) or of

@@ -24,6 +24,7 @@ class ColourTextureEncoder:
       - 5 texture channels — the |∂x|, |∂y|, |∂diag|, |∂anti-diag| shares of the luminance-gradient energy times its
         strength, and flatness — over the cell and its 8 neighbours, gated by that window's chromatic weight;
       - the same 5 gated by the achromatic weight (background texture never resembles object texture).
+    With `fine_texture` (v2) the 5 texture channels become 19 (`_texture_code`'s 18 codes and flatness): 65 in all.
     """
 
     HUE_BINS = 24
