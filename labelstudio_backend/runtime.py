@@ -15,7 +15,8 @@ from labelstudio_backend.labelstudio.client import LabelStudioAPI
 from labelstudio_backend.labelstudio.label_config import LabelConfig, LabelConfigError, parse_label_config
 from labelstudio_backend.metrics import Metrics
 from labelstudio_backend.settings import Settings
-from labelstudio_backend.store.projects import ProjectState, ProjectStore
+from labelstudio_backend.store.projects import ProjectState
+from labelstudio_backend.store.selection import open_project_store
 from ntt_engine import Engine
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class Runtime:
         self.api = LabelStudioAPI(settings.label_studio_url, settings.label_studio_api_key, settings.api_timeout) \
             if settings.label_studio_url and settings.label_studio_api_key else None
         self.images = ImageLoader(settings, self.api)
-        self.store = ProjectStore(settings.model_dir, self.engine, settings.lock_timeout)
+        self.store = open_project_store(settings, self.engine)
         self._engine_factory = engine_factory or (lambda: Engine(settings.engine_config()))
         self._engine: Engine | None = None
         self._engine_error: str | None = None

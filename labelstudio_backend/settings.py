@@ -72,6 +72,9 @@ def _bind(env: Mapping[str, str]) -> str:
 # how many controls one predicted object fills: "one" (the most detailed offering its label) or "all" of them
 REGION_FILLS = ("one", "all")
 
+STATE_URL_SCHEMES = ("sqlite:///", "postgresql://", "postgres://", "postgresql+psycopg://")
+
+
 @dataclass(frozen=True)
 class Settings:
     label_studio_url: str = ""  # e.g. http://127.0.0.1:8080, no trailing slash
@@ -107,7 +110,11 @@ class Settings:
     queue_size: int = 10_000  # webhook events waiting for the background worker
     queue_max_bytes: int = 128 * 1024 * 1024  # NTT_QUEUE_MAX_BYTES: what those events may hold (payload mode)
     webhook_max_bytes: int = 32 * 1024 * 1024  # NTT_WEBHOOK_MAX_BYTES: one webhook body (brush RLEs are large)
-    lock_timeout: float = 600.0  # seconds to wait for a project's file lock
+    lock_timeout: float = 600.0  # seconds to wait for a project's lock
+    # NTT_STATE_URL: where project state lives (store/selection.py): "" = SQLite in MODEL_DIR, "files" = the
+    # per-project files of earlier versions, or a database URL (sqlite:///path, postgresql://user@host/db)
+    state_url: str = ""
+    project_cache: int = 256  # NTT_PROJECT_CACHE: projects whose memory one process keeps loaded (LRU)
     # NTT_REQUEST_READ_TIMEOUT_S: gunicorn's worker (gunicorn_worker.py) reads each request whole before a thread gets
     # it; one still incomplete after this long is answered 408 and closed
     request_read_timeout_s: float = 60.0
@@ -175,6 +182,8 @@ class Settings:
             queue_max_bytes=_int(env, "NTT_QUEUE_MAX_BYTES", 128 * 1024 * 1024),
             webhook_max_bytes=_int(env, "NTT_WEBHOOK_MAX_BYTES", 32 * 1024 * 1024),
             lock_timeout=_float(env, "NTT_LOCK_TIMEOUT", 600.0),
+            state_url=_first(env, "NTT_STATE_URL"),
+            project_cache=_int(env, "NTT_PROJECT_CACHE", 256),
             request_read_timeout_s=_float(env, "NTT_REQUEST_READ_TIMEOUT_S", 60.0),
             max_pending_predicts=_int(env, "NTT_MAX_PENDING_PREDICTS", None),
             malloc_arenas=_int(env, "NTT_MALLOC_ARENAS", 2),
@@ -218,6 +227,11 @@ class Settings:
             raise SettingsError("NTT_MAX_PENDING_PREDICTS must be >= 1")
         if min(self.webhook_wait, self.setup_wait, self.predict_wait) < 0:
             raise SettingsError("NTT_WEBHOOK_APPLY_WAIT_S, NTT_SETUP_WAIT_S and NTT_PREDICT_WAIT_S must be >= 0")
+        if self.state_url and self.state_url != "files" and not self.state_url.startswith(STATE_URL_SCHEMES):
+            raise SettingsError(f"NTT_STATE_URL must be empty (SQLite in MODEL_DIR), 'files', or a URL starting with "
+                                f"{', '.join(STATE_URL_SCHEMES)}; got {self.state_url.split('@')[-1]!r}")
+        if self.project_cache < 1:
+            raise SettingsError("NTT_PROJECT_CACHE must be >= 1")
         if self.refresh_tasks < 0:
             raise SettingsError("NTT_REFRESH_TASKS must be >= 0 (0 turns the refresh off)")
 

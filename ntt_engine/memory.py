@@ -117,6 +117,11 @@ class MemoryBank:
     def reference_ids(self) -> set[str]:
         return set(self._entries) | self._negative_images
 
+    def reference_order(self) -> list[str]:
+        """Reference ids in insertion order (the order the per-class cap keeps), negative images without entries
+        last."""
+        return list(self._entries) + sorted(self._negative_images - self._entries.keys())
+
     def entries(self, ref_id: str) -> list[MemoryEntry]:
         return list(self._entries.get(ref_id, []))
 
@@ -141,6 +146,20 @@ class MemoryBank:
     def _all_entries(self):
         for entries in self._entries.values():
             yield from entries
+
+    def copy(self) -> "MemoryBank":
+        """A copy that can change on its own (entries shared: they are frozen, and a change replaces a reference's
+        list, never edits it), at the same revision."""
+        bank = MemoryBank(self.encoder_name, self.max_per_class)
+        bank._entries = dict(self._entries)
+        bank._negative_images = set(self._negative_images)
+        bank.revision = self.revision
+        return bank
+
+    def stored_as(self, ref_id: str) -> tuple[list[MemoryEntry] | None, bool]:
+        """The very list stored under `ref_id` (None when absent) and whether it is a negative image: a store
+        compares these by identity to find the references an edit replaced."""
+        return self._entries.get(ref_id), ref_id in self._negative_images
 
     def without(self, ref_id: str) -> "MemoryBank":
         """A copy without `ref_id` (entries shared, not copied), at the same revision: for leave-one-out."""

@@ -54,4 +54,14 @@ if [ -z "${NTT_SKIP_LS_VENV:-}" ] && [ ! -x .venv-ls/bin/label-studio ]; then
   .venv-ls/bin/pip install -q --upgrade pip
   .venv-ls/bin/pip install -q "label-studio==1.23.2"
 fi
+# The tests start a real PostgreSQL server (tests/support/local_postgres.py): Debian's package, when it is missing
+if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing PostgreSQL (Debian's postgresql package) for the state-store tests"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; }
+  else
+    echo "[setup] PostgreSQL is missing: install it (apt-get install postgresql) for the state-store tests" >&2
+  fi
+fi
 echo "[setup] ready: .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')), .venv-ls (label-studio 1.23.2)"

@@ -18,7 +18,7 @@ With an API key, an event naming more than MAX_EVENT_IDS annotations is not read
 cost thousands of Label Studio reads): it becomes one incremental resync of its project (paged task reads, bounded by
 what Label Studio really holds; unchanged annotations are not recomputed).
 Several worker processes may apply one annotation's events out of order: an event older (updated_at) than what the
-memory holds, and any event about a deleted annotation (tombstones in state.json), are ignored.
+memory holds, and any event about a deleted annotation (tombstones in the project state), are ignored.
 With LABEL_STUDIO_API_KEY set, webhook payloads are only notifications: annotations, tasks and the label config
 are re-read from the API (a 404 means deleted, or a forged webhook). Without a key the payload is used as is.
 """

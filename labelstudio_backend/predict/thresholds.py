@@ -1,11 +1,11 @@
 """Per-class score thresholds of a project, from the calibration observations its annotations hold.
 
-Each annotation's record in state.json keeps what it says about scores (learn/corrections.py): the scores of the
+Each annotation's record in the project state keeps what it says about scores (learn/corrections.py): the scores of the
 predictions the annotator kept (correct) or deleted/relabelled (wrong), or, for an annotation drawn from scratch,
 the leave-one-out predictions of its image matched to what was drawn; plus the objects no prediction found. Per
 class, the threshold maximising F1 over all of them is used (ntt_engine.calibration); a class without observations
 uses DEFAULT_THRESHOLD. Deleting an annotation deletes its record, hence its observations. The thresholds derive
-from state.json; model_version names them (store/versions.py), so it moves whenever they do.
+from the project state; model_version names them (store/versions.py), so it moves whenever they do.
 An explicit threshold wins: the project's extra_params {"score_threshold": x}, else NTT_SCORE_THRESHOLD.
 """
 from __future__ import annotations
@@ -53,7 +53,7 @@ def project_version(engine: Any, snap: Any, settings: Any) -> str:
 
 
 def _usable(observation: object) -> bool:
-    """(label, score, correct) with a finite score in [0, 1]: a state.json written before scores were checked at the
+    """(label, score, correct) with a finite score in [0, 1]: a record written before scores were checked at the
     boundary, or edited by hand, may hold others; one of them must not make a project's predictions fail."""
     if not isinstance(observation, (list, tuple)) or len(observation) != 3:
         return False

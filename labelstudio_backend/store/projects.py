@@ -27,10 +27,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
-from filelock import FileLock, Timeout
 
 from ntt_engine import MemoryBank, MemoryFormatError
 from ntt_engine.memory import atomic_write_bytes
+
+from labelstudio_backend.store.locks import ProjectLocks
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class ProjectStore:
         self._lock_timeout = lock_timeout
         self._cache: dict[int, tuple[tuple | None, ProjectSnapshot]] = {}
         self._guard = threading.Lock()
-        self._project_locks: dict[int, threading.RLock] = {}
+        self._locks = ProjectLocks(self.project_dir, lock_timeout, ProjectError)
 
     # ----- paths -----
     def project_dir(self, project_id: int) -> Path:
@@ -204,23 +205,8 @@ class ProjectStore:
         snap.state.updated_at = time.time()
         atomic_write_bytes(directory / "state.json", snap.state.to_json().encode())
 
-    @contextmanager
-    def _locked(self, project_id: int) -> Iterator[None]:
-        with self._guard:
-            thread_lock = self._project_locks.setdefault(project_id, threading.RLock())
-        directory = self.project_dir(project_id)
-        directory.mkdir(parents=True, exist_ok=True)
-        with thread_lock:
-            lock = FileLock(str(directory / ".lock"), timeout=self._lock_timeout)
-            try:
-                lock.acquire()
-            except Timeout:
-                raise ProjectError(f"project {project_id}: its lock {directory / '.lock'} was held for more than "
-                                   f"{self._lock_timeout:.0f} s") from None
-            try:
-                yield
-            finally:
-                lock.release()
+    def _locked(self, project_id: int):
+        return self._locks.held(project_id)
 
     def _load(self, project_id: int, repair: bool = True) -> ProjectSnapshot:
         """Under the lock. A memory built by another encoder (NTT_PRESET changed), or a corrupt one, is set aside

@@ -87,8 +87,8 @@ def test_created_adds_references_and_changes_model_version(app, client, dataset)
     assert current.state.annotations["3"].kind == "reference"
     after = setup(client)
     assert after != before and revision_of(after) == current.memory.revision
-    directory = app.extensions["ntt"].runtime.settings.model_dir / str(PROJECT)
-    assert (directory / "memory.ntt").exists() and (directory / "state.json").exists()
+    model_dir = app.extensions["ntt"].runtime.settings.model_dir  # rows of the state database, not files
+    assert (model_dir / "state.sqlite3").exists() and not (model_dir / str(PROJECT) / "state.json").exists()
 
 
 def test_sample_payload_with_its_recorded_config_falls_back_to_the_stored_config(app, client, dataset):
@@ -256,7 +256,10 @@ def test_processes_sharing_model_dir_see_each_others_changes(make_app, dataset):
     assert snap(app_a).memory.reference_ids() == set()
 
 
-def test_memory_of_another_encoder_is_set_aside(app, client, dataset):
+def test_memory_of_another_encoder_is_set_aside(make_app, dataset):
+    """The file store (NTT_STATE_URL=files); the database store's case is in tests/store."""
+    app = make_app(state_url="files")
+    client = app.test_client()
     store = app.extensions["ntt"].runtime.store
     with store.edit(PROJECT) as current:
         current.state.label_config = LABEL_CONFIG

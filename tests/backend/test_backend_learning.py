@@ -30,6 +30,12 @@ def _predicted(app, client, dataset, image_id, prediction_id=555):
             "updated_at": "2026-11-25T13:00:00Z", **result}
 
 
+def _renamed(region_id: str) -> str:
+    """Another id for a region, as a refreshed prediction names its regions afresh (never the same: an id that
+    already began with "f" kept its name when the first character was simply set to "f")."""
+    return ("e" if region_id.startswith("f") else "f") + region_id[1:]
+
+
 def _instances(prediction):
     """Region ids of each predicted instance (they share the prefix before '-')."""
     groups: dict[str, list[dict]] = {}
@@ -153,7 +159,7 @@ def test_a_prediction_refreshed_after_the_annotator_opened_the_task(app, client,
     kept = [r for group in _instances(seen)[1:] for r in group]  # what the annotator kept of what it saw
     # replaced in place since (predict/refresher.py): new content, new region ids, a later updated_at
     stored = {**seen, "updated_at": "2026-11-25T13:54:59Z",
-              "result": [{**r, "id": "f" + r["id"][1:]} for r in seen["result"]]}
+              "result": [{**r, "id": _renamed(r["id"])} for r in seen["result"]]}
     with caplog.at_level(logging.WARNING, logger="labelstudio_backend.learn.corrections"):
         _annotate(app, client, dataset, image_id, kept, parent=stored["id"], predictions=[stored],
                   lead_time=60)  # opened at 13:54:00, the prediction changed at 13:54:59

@@ -121,14 +121,26 @@ def test_setup_with_an_absurd_project_id_is_a_400(client):
 
 
 # ------------------------------------------------------------------------------------------------ the project store
+# These are the file store's own recoveries (NTT_STATE_URL=files, the state of earlier versions); the database store's
+# are in tests/store.
 def _store(app):
     return app.extensions["ntt"].runtime.store
 
 
-def test_a_dead_writers_temporary_file_is_removed_and_flags_a_resync(app, client, dataset):
+@pytest.fixture
+def files_app(make_app):
+    return make_app(state_url="files")
+
+
+@pytest.fixture
+def files_client(files_app):
+    return files_app.test_client()
+
+
+def test_a_dead_writers_temporary_file_is_removed_and_flags_a_resync(files_app, files_client, dataset):
     image_id = dataset.positive_ids()[0]
-    send(app, client, created_webhook(dataset, 3, image_id, annotation_result(dataset, image_id)))
-    store = _store(app)
+    send(files_app, files_client, created_webhook(dataset, 3, image_id, annotation_result(dataset, image_id)))
+    store = _store(files_app)
     with store.edit(PROJECT) as current:
         current.state.synced_at = 123.0
     directory = store.project_dir(PROJECT)
@@ -143,13 +155,13 @@ def test_a_dead_writers_temporary_file_is_removed_and_flags_a_resync(app, client
     assert store.snapshot(PROJECT).state.synced_at is None and '"synced_at": null' in (directory / "state.json").read_text()
 
 
-def test_a_memory_newer_than_its_state_gets_its_records_back(app, client, dataset):
+def test_a_memory_newer_than_its_state_gets_its_records_back(files_app, files_client, dataset):
     first, second = dataset.positive_ids()[:2]
-    send(app, client, created_webhook(dataset, 3, first, annotation_result(dataset, first)))
-    store = _store(app)
+    send(files_app, files_client, created_webhook(dataset, 3, first, annotation_result(dataset, first)))
+    store = _store(files_app)
     directory = store.project_dir(PROJECT)
     state_before = (directory / "state.json").read_text()
-    send(app, client, created_webhook(dataset, 5, second, annotation_result(dataset, second)))
+    send(files_app, files_client, created_webhook(dataset, 5, second, annotation_result(dataset, second)))
     (directory / "state.json").write_text(state_before)  # as if killed between the two renames
     store._cache.clear()
     recovered = store.snapshot(PROJECT)
@@ -162,10 +174,10 @@ def test_a_memory_newer_than_its_state_gets_its_records_back(app, client, datase
     assert json.loads((directory / "state.json").read_text())["revision"] == 2
 
 
-def test_an_unreadable_memory_is_a_503_and_is_not_set_aside(app, client, dataset):
+def test_an_unreadable_memory_is_a_503_and_is_not_set_aside(files_app, files_client, dataset):
     image_id = dataset.positive_ids()[0]
-    send(app, client, created_webhook(dataset, 3, image_id, annotation_result(dataset, image_id)))
-    store = _store(app)
+    send(files_app, files_client, created_webhook(dataset, 3, image_id, annotation_result(dataset, image_id)))
+    store = _store(files_app)
     memory_path = store.project_dir(PROJECT) / "memory.ntt"
     original = memory_path.read_bytes()
     memory_path.unlink()
@@ -174,7 +186,7 @@ def test_an_unreadable_memory_is_a_503_and_is_not_set_aside(app, client, dataset
     try:
         with pytest.raises(ProjectError, match="cannot read"):
             store.snapshot(PROJECT)
-        response = client.post("/setup", json={**sample("setup_from_LS"), "schema": LABEL_CONFIG})
+        response = files_client.post("/setup", json={**sample("setup_from_LS"), "schema": LABEL_CONFIG})
         assert response.status_code == 503 and response.headers.get("Retry-After")
     finally:
         memory_path.rmdir()
@@ -190,7 +202,7 @@ def test_the_crash_tests_write_pause_pauses_in_both_phases(make_app, dataset, ca
 
     monkeypatch.setattr(projects, "atomic_write_bytes", projects.atomic_write_bytes)  # undone after the test
     install(0.01)
-    app = make_app()
+    app = make_app(state_url="files")
     client = app.test_client()
     image_id = dataset.positive_ids()[0]
     with caplog.at_level("WARNING"):
@@ -198,19 +210,19 @@ def test_the_crash_tests_write_pause_pauses_in_both_phases(make_app, dataset, ca
     assert "phase=temp-written" in caplog.text and "phase=memory-renamed" in caplog.text
 
 
-def test_a_webhook_whose_event_fails_says_so(app, client, dataset):
+def test_a_webhook_whose_event_fails_says_so(files_app, files_client, dataset):
     """An event that raised in the worker (here: the project's state.json is unreadable) used to be answered
     {"status": "applied"}; now the answer says what failed (503, as every route answers a store it cannot read),
     and events_failed counts it."""
-    setup(client)
-    store = app.extensions["ntt"].runtime.store
+    setup(files_client)
+    store = files_app.extensions["ntt"].runtime.store
     (store.project_dir(PROJECT) / "state.json").write_text("{ not json")
     store._cache.clear()
     image_id = dataset.positive_ids()[0]
-    response = client.post("/webhook", json=created_webhook(dataset, 3, image_id, annotation_result(dataset, image_id)))
+    response = files_client.post("/webhook", json=created_webhook(dataset, 3, image_id, annotation_result(dataset, image_id)))
     assert response.status_code == 503 and response.headers.get("Retry-After"), response.json
     assert "could not be applied" in response.json["error"] and "state.json" in response.json["error"]
-    assert app.extensions["ntt"].runtime.metrics.counters["events_failed"] == 1
+    assert files_app.extensions["ntt"].runtime.metrics.counters["events_failed"] == 1
 
 
 # ------------------------------------------------------------------------------------------------ pending markers

@@ -19,7 +19,7 @@ import pytest
 
 from labelstudio_backend.store.versions import revision_of
 from support.backend_helpers import LABEL_CONFIG, PROJECT, created_webhook, task_for
-from support.reliability import (call, gauge, load_memory, metrics, setup_body, single_region, start_backend, strip_ids,
+from support.reliability import (call, gauge, load_memory, load_state, metrics, setup_body, single_region, start_backend, strip_ids,
                          wait_until)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
@@ -113,14 +113,14 @@ def _run(backend, ds, positives, model_dir, figure) -> None:
             thread.join(60)
 
     memory = load_memory(model_dir)
-    state = json.loads((model_dir / str(PROJECT) / "state.json").read_text())
+    state = load_state(model_dir)
     assert statuses == [200] * len(payloads)
     assert all(m["queue_length"] == 0 for m in idle)
     assert memory.reference_ids() == set(expected), sorted(memory.reference_ids() ^ set(expected))
     labels_ok = all([e.label for e in memory.entries(ref)] == [label] for ref, label in expected.items())
     assert labels_ok
     assert memory.revision == final_revision, f"revision {memory.revision}, expected {final_revision}"
-    assert state["revision"] == memory.revision and set(state["annotations"]) == {r.split(":")[1] for r in expected}
+    assert state.revision == memory.revision and set(state.annotations) == {r.split(":")[1] for r in expected}
 
     # predictions served meanwhile: all answered, each from a complete memory
     codes = defaultdict(int)

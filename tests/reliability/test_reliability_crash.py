@@ -34,7 +34,7 @@ def test_kill_9_mid_write_loses_nothing(tmp_path, rel_dataset, figure):
     tasks = {i: ls.add_task(100 + i, PROJECT, ds.url(i)) for i in positives}
     model_dir = tmp_path / "models"
     env = {"LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": TOKEN, "LOCAL_FILES_DOCUMENT_ROOT": str(ds.root),
-           "NTT_TEST_WRITE_PAUSE_S": str(PAUSE_S)}
+           "NTT_TEST_WRITE_PAUSE_S": str(PAUSE_S), "NTT_STATE_URL": "files"}  # the file store's write phases
     backend = start_backend(tmp_path, "crash", model_dir, env, module=PAUSED_BACKEND)
     rng = random.Random(3)
     found = {"previous": 0, "new": 0}

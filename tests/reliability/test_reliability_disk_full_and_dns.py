@@ -29,7 +29,8 @@ def engine() -> Engine:
 def test_disk_full_reads_keep_working_and_writes_fail_cleanly(tmp_path, rel_dataset, engine, monkeypatch,
                                                                      figure):
     ds = rel_dataset
-    settings = Settings(model_dir=tmp_path / "models", local_files_root=ds.root, preset="synthetic", preload=False)
+    settings = Settings(model_dir=tmp_path / "models", local_files_root=ds.root, preset="synthetic", preload=False,
+                        state_url="files")  # the file store's two files (the database store: tests/store)
     app = create_app(settings, runtime=Runtime(settings, engine_factory=lambda: engine))
     client, worker = app.test_client(), app.extensions["ntt"].worker
     full: set[str] = set()  # file names whose writes fail with ENOSPC ("*": all)

@@ -1,4 +1,4 @@
-"""Helpers of the reliability tests: backend processes, /metrics polling, memory files, logs, RSS, hostile images."""
+"""Helpers of the reliability tests: backend processes, /metrics polling, stored state, logs, RSS, hostile images."""
 from __future__ import annotations
 
 import contextlib
@@ -16,10 +16,14 @@ import requests
 
 from support.backend_helpers import LABEL_CONFIG, PROJECT, Dataset, region_for
 from local_stack import BackendServer, wait_until
+from labelstudio_backend.store.database import SqlProjectStore
+from labelstudio_backend.store.legacy import AsStored
+from labelstudio_backend.store.projects import ProjectSnapshot, ProjectState, ProjectStore
+from labelstudio_backend.store.schema import DEFAULT_SQLITE_NAME, default_url
 from ntt_engine import MemoryBank
 
 __all__ = ["LABEL_CONFIG", "PROJECT", "start_backend", "kill9", "call", "metrics", "gauge", "wait_idle",
-           "memory_file", "memory_bytes", "load_memory", "LogTail", "rss_bytes", "child_pids", "RssSampler",
+           "memory_file", "stored", "corrupt_reference_row", "memory_bytes", "load_memory", "load_state", "LogTail", "rss_bytes", "child_pids", "RssSampler",
            "png_bomb", "single_region", "api_webhook", "setup_body", "wait_until"]
 
 
@@ -77,18 +81,60 @@ def wait_idle(server: BackendServer, condition: Callable[[dict], bool] = lambda 
                       interval=0.05, what=what, proc=server.proc, log=server.log_path)
 
 
-# ------------------------------------------------------------------------------------------------ memory files
+# ------------------------------------------------------------------------------------------------ stored state
 def memory_file(model_dir: Path, project: int = PROJECT) -> Path:
+    """Where NTT_STATE_URL=files keeps a project's memory."""
     return Path(model_dir) / str(project) / "memory.ntt"
 
 
+def stored(model_dir: Path, project: int = PROJECT) -> ProjectSnapshot | None:
+    """The project as stored in MODEL_DIR, read as another process would: from the state database (the default) or
+    from the files of NTT_STATE_URL=files; None when nothing is stored."""
+    model_dir = Path(model_dir)
+    if (model_dir / str(project) / "state.json").exists() or memory_file(model_dir, project).exists():
+        files = ProjectStore(model_dir, AsStored)
+        return files.snapshot(project) if files.exists(project) else \
+            ProjectSnapshot(ProjectState(project), MemoryBank.load(memory_file(model_dir, project)))
+    if not (model_dir / DEFAULT_SQLITE_NAME).exists():
+        return None
+    database = SqlProjectStore(default_url(model_dir), model_dir, AsStored, lock_timeout=30)
+    return database.snapshot(project) if database.exists(project) else None
+
+
+def corrupt_reference_row(model_dir: Path, project: int, ref_id: str, **columns: Any) -> None:
+    """Overwrite columns of a reference's row in MODEL_DIR's state database and stamp it as a new write (the
+    project's next generation), so that running backends read it, as if another replica had written it."""
+    from sqlalchemy import select, update
+
+    from labelstudio_backend.store import schema
+
+    database = SqlProjectStore(default_url(model_dir), model_dir, AsStored, lock_timeout=30)
+    with database.db.begin() as conn:
+        generation = conn.execute(select(schema.projects.c.generation)
+                                  .where(schema.projects.c.project_id == project)).scalar_one() + 1
+        conn.execute(update(schema.references).where(schema.references.c.project_id == project,
+                                                     schema.references.c.ref_id == ref_id)
+                     .values(generation=generation, **columns))
+        conn.execute(update(schema.projects).where(schema.projects.c.project_id == project)
+                     .values(generation=generation))
+
+
 def memory_bytes(model_dir: Path, project: int = PROJECT) -> bytes | None:
-    path = memory_file(model_dir, project)
-    return path.read_bytes() if path.exists() else None
+    """The stored memory, serialised: equal bytes mean an equal memory (references, vectors, order, revision)."""
+    snap = stored(model_dir, project)
+    return snap.memory.to_bytes() if snap is not None else None
 
 
 def load_memory(model_dir: Path, project: int = PROJECT) -> MemoryBank:
-    return MemoryBank.load(memory_file(model_dir, project))
+    snap = stored(model_dir, project)
+    assert snap is not None, f"no memory stored for project {project} in {model_dir}"
+    return snap.memory
+
+
+def load_state(model_dir: Path, project: int = PROJECT) -> ProjectState:
+    snap = stored(model_dir, project)
+    assert snap is not None, f"no state stored for project {project} in {model_dir}"
+    return snap.state
 
 
 # ------------------------------------------------------------------------------------------------ logs and RSS

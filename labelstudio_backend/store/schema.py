@@ -1,0 +1,141 @@
+"""The state database's tables (SQLAlchemy Core) and how a connection to it is opened.
+
+One row per project, per annotation record and per reference: an event writes only the rows it changes, in one
+transaction. Every write bumps the project's `generation` and stamps the rows it wrote with it, so a process holding
+generation g reloads only the rows stamped after g (another replica's edits, or another gunicorn worker's). Removed
+annotations and references stay as rows flagged `removed` (stamped too): a reload must learn of removals.
+
+SQLite (the default, a file in MODEL_DIR) runs in WAL mode, so readers never wait for the writer; PostgreSQL is named
+by NTT_STATE_URL (postgresql://...), driven by psycopg 3.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import (BigInteger, Boolean, Column, Float, Index, Integer, LargeBinary, MetaData, Table, Text,
+                        create_engine, event, insert, select, text)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
+
+SCHEMA_VERSION = 1
+DEFAULT_SQLITE_NAME = "state.sqlite3"
+LOCK_NAMESPACE = 0x4E5454  # "NTT": the first key of this backend's PostgreSQL advisory locks
+
+metadata = MetaData()
+
+schema_info = Table(
+    "ntt_schema", metadata,
+    Column("version", Integer, nullable=False),
+)
+
+projects = Table(
+    "ntt_projects", metadata,
+    Column("project_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("generation", BigInteger, nullable=False),  # bumped by every write of the project
+    Column("revision", BigInteger, nullable=False),  # the memory's revision (model_version names it)
+    Column("next_seq", BigInteger, nullable=False),  # references are ordered by seq: the per-class cap keeps the first
+    Column("encoder", Text),  # the encoder the references were pooled with
+    Column("settings", Text, nullable=False),  # JSON: label config, thresholds, sync times (store/database.py)
+    Column("deleted", Text, nullable=False),  # JSON list of tombstoned annotation ids
+    Column("updated_at", Float, nullable=False),
+)
+
+annotations = Table(
+    "ntt_annotations", metadata,
+    Column("project_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("key", Text, primary_key=True),  # the Label Studio annotation id
+    Column("generation", BigInteger, nullable=False),
+    Column("removed", Boolean, nullable=False),
+    Column("record", Text),  # JSON of an AnnotationRecord (its calibration observations included)
+    Index("ix_ntt_annotations_changes", "project_id", "generation"),
+)
+
+references = Table(
+    "ntt_references", metadata,
+    Column("project_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("ref_id", Text, primary_key=True),
+    Column("generation", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("removed", Boolean, nullable=False),
+    Column("negative_image", Boolean, nullable=False),
+    Column("entries", Text, nullable=False),  # JSON [[label, negative, level], ...], one per vector
+    Column("dim", Integer, nullable=False),
+    Column("vectors", LargeBinary, nullable=False),  # float32 little-endian, [len(entries), dim]
+    Index("ix_ntt_references_changes", "project_id", "generation"),
+)
+
+
+class SchemaError(RuntimeError):
+    """The database holds a schema this version of the backend does not know."""
+
+
+def default_url(model_dir: Path) -> str:
+    return f"sqlite:///{Path(model_dir).resolve() / DEFAULT_SQLITE_NAME}"
+
+
+def driver_url(url: str) -> str:
+    """postgresql://... means psycopg 3 (SQLAlchemy's default PostgreSQL driver is psycopg2)."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain):]
+    return url
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<an unparsable NTT_STATE_URL>"
+
+
+def open_database(url: str, busy_timeout_s: float) -> Engine:
+    """An engine with the tables created. SQLite: WAL, full fsync at commit, waits up to `busy_timeout_s` for a
+    writer; a transaction opened with execution option `immediate=True` takes the write lock at BEGIN (so a read
+    inside it cannot go stale before the write)."""
+    url = driver_url(url)
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = create_engine(url, connect_args={"timeout": busy_timeout_s, "check_same_thread": False})
+
+        @event.listens_for(db, "connect")
+        def _connect(dbapi_connection, _record) -> None:
+            dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
+            cursor.close()
+
+        @event.listens_for(db, "begin")
+        def _begin(connection) -> None:
+            immediate = connection.get_execution_options().get("immediate")
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    else:
+        db = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=8)
+    _create(db)
+    return db
+
+
+def _create(db: Engine) -> None:
+    with db.connect() as conn:
+        if db.dialect.name == "sqlite":
+            conn = conn.execution_options(immediate=True)
+        with conn.begin():
+            if db.dialect.name == "postgresql":  # replicas starting together: one creates, the others wait
+                conn.execute(text("SELECT pg_advisory_xact_lock(:namespace, 0)"), {"namespace": LOCK_NAMESPACE})
+            metadata.create_all(conn, checkfirst=True)
+            version = conn.execute(select(schema_info.c.version)).scalar()
+            if version is None:
+                conn.execute(insert(schema_info).values(version=SCHEMA_VERSION))
+            elif version != SCHEMA_VERSION:
+                raise SchemaError(f"the state database has schema version {version}, this backend reads version "
+                                  f"{SCHEMA_VERSION}; upgrade the backend (or point NTT_STATE_URL elsewhere)")
+
+
+def process_key() -> int:
+    """Which process an engine belongs to: a forked gunicorn worker must not share its parent's connections."""
+    return os.getpid()
