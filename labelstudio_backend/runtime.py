@@ -16,6 +16,7 @@ from labelstudio_backend.labelstudio.label_config import LabelConfig, LabelConfi
 from labelstudio_backend.metrics import Metrics
 from labelstudio_backend.settings import Settings
 from labelstudio_backend.store.projects import ProjectState
+from labelstudio_backend.store.per_project import PerProject
 from labelstudio_backend.store.selection import open_project_store
 from ntt_engine import Engine
 
@@ -55,6 +56,8 @@ class Runtime:
             if settings.label_studio_url and settings.label_studio_api_key else None
         self.images = ImageLoader(settings, self.api)
         self.store = open_project_store(settings, self.engine)
+        self.gauges = PerProject()  # /metrics' per-project figures, recomputed only when the project changed
+        self.versions = PerProject()  # /versions' per-project model_version and last change
         self._engine_factory = engine_factory or (lambda: Engine(settings.engine_config()))
         self._engine: Engine | None = None
         self._engine_error: str | None = None

@@ -98,6 +98,16 @@ class SqlProjectStore:
             ids = set(conn.execute(select(schema.projects.c.project_id)).scalars())
         return sorted(ids | set(self._legacy_projects()))
 
+    def stamps(self) -> dict[int, object]:
+        """Every project and a stamp that moves with each of its writes (one query): its generation; a project
+        still in files (migrated at its first use) has the stamp None."""
+        with self._reading() as conn:
+            rows = conn.execute(select(schema.projects.c.project_id, schema.projects.c.generation))
+            stamps: dict[int, object] = {project: generation for project, generation in rows}
+        for project in self._legacy_projects():
+            stamps.setdefault(project, None)
+        return dict(sorted(stamps.items()))
+
     def exists(self, project_id: int) -> bool:
         with self._reading() as conn:
             found = conn.execute(select(schema.projects.c.project_id)

@@ -124,6 +124,10 @@ class ProjectStore:
         return sorted(int(p.name) for p in self.model_dir.iterdir()
                       if p.name.isascii() and p.name.isdigit() and (p / "state.json").exists())
 
+    def stamps(self) -> dict[int, object]:
+        """Every project and a stamp that moves with each of its writes: its files' identity."""
+        return {project: self._signature(project) for project in self.projects()}
+
     def exists(self, project_id: int) -> bool:
         return (self.project_dir(project_id) / "state.json").exists()
 

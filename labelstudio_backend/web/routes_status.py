@@ -3,6 +3,7 @@ Accept: text/plain): what the backend is doing, per process and per project."""
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -43,9 +44,9 @@ def _project_gauges(rt: Runtime) -> list[dict]:
     if rt.engine_status != "ready":
         return [{"project": p, "revision": None, "references": {}} for p in rt.store.projects()]
     gauges = []
-    for project in rt.store.projects():
+    for project, stamp in rt.store.stamps().items():
         try:
-            gauges.append(_one_project(rt, project))
+            gauges.append(rt.gauges.get(project, stamp, partial(_one_project, rt, project)))
         except Exception as exc:  # noqa: BLE001 - one unreadable project must not hide the others' metrics
             log.error("/metrics: project %d: %s", project, exc)
             gauges.append({"project": project, "revision": None, "references": {}, "error": str(exc)})

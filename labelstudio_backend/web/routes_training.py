@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 from flask import Blueprint, jsonify, request
 
@@ -86,8 +87,13 @@ def versions():
     if value not in (None, ""):
         snap = rt.store.snapshot(project_of(value, "/versions"))
         return jsonify(versions=[project_version(engine, snap, rt.settings)])
-    snaps = sorted((rt.store.snapshot(p) for p in rt.store.projects()), key=lambda s: -s.state.updated_at)
-    by_project = {str(s.state.project_id): project_version(engine, s, rt.settings) for s in snaps}
+    def version_of(project: int) -> tuple[float, str]:
+        snap = rt.store.snapshot(project)
+        return snap.state.updated_at, project_version(engine, snap, rt.settings)
+
+    held = [(project, rt.versions.get(project, stamp, partial(version_of, project)))
+            for project, stamp in rt.store.stamps().items()]
+    by_project = {str(project): version for project, (_, version) in sorted(held, key=lambda h: -h[1][0])}
     empty = ProjectSnapshot(ProjectState(0), engine.new_memory())  # what a project without references serves
     listed = list(dict.fromkeys(by_project.values()))
     return jsonify(versions=listed or [project_version(engine, empty, rt.settings)],

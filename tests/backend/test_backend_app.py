@@ -291,3 +291,37 @@ def test_late_and_stale_events_do_not_revive_or_roll_back(app, client, dataset):
     send(app, client, sample("webhook_ANNOTATIONS_DELETED"))
     send(app, client, newer)  # a late event about a deleted annotation
     assert snap(app).memory.reference_ids() == set() and snap(app).state.deleted == [3]
+
+
+@pytest.mark.parametrize("state_url", ["", "files"])
+def test_metrics_and_versions_follow_another_process_without_reloading_unchanged_projects(make_app, dataset,
+                                                                                           state_url):
+    """/metrics and /versions keep each project's figures until the project changes (its stamp moves), by any
+    process: a change made through another process shows at once, and an unchanged project is not read again."""
+    app_a, app_b = make_app(state_url=state_url), make_app(state_url=state_url)
+    client_a, client_b = app_a.test_client(), app_b.test_client()
+    app_b.extensions["ntt"].runtime.engine()  # loaded (not preloaded here): /metrics reports projects fully
+    image_id = dataset.positive_ids()[0]
+    send(app_a, client_a, created_webhook(dataset, 3, image_id, annotation_result(dataset, image_id)))
+    send(app_a, client_a, created_webhook(dataset, 4, image_id, annotation_result(dataset, image_id), project=9))
+
+    def revisions():
+        gauges = client_b.get("/metrics").json["projects"]
+        return {g["project"]: g["revision"] for g in gauges}
+
+    assert revisions() == {PROJECT: 1, 9: 1}
+    def versions(client):
+        return {p: client.get(f"/versions?project={p}").json["versions"][0] for p in (str(PROJECT), "9")}
+
+    assert client_b.get("/versions").json["projects"] == versions(client_a)
+    before = versions(client_a)
+    store_b, reads = app_b.extensions["ntt"].runtime.store, []
+    original = store_b.snapshot
+    store_b.snapshot = lambda project: reads.append(project) or original(project)
+    second = dataset.positive_ids()[1]
+    send(app_a, client_a, created_webhook(dataset, 5, second, annotation_result(dataset, second)))
+    assert revisions() == {PROJECT: 2, 9: 1}
+    assert reads == [PROJECT]  # project 9 did not change: not read again
+    reads.clear()
+    assert client_b.get("/versions").json["projects"] == versions(client_a) != before
+    assert reads == [PROJECT]  # and /versions read only the project that changed
