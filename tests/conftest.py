@@ -1,5 +1,7 @@
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,3 +26,17 @@ def _torch_threads():
     yield
     if torch.get_num_threads() != TEST_THREADS:
         torch.set_num_threads(TEST_THREADS)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (Debian's postgresql: initdb into a temporary folder, listening on
+    127.0.0.1 only); `postgres.new_database()` gives each test its own database."""
+    from support.local_postgres import LocalPostgres
+
+    folder = Path(tempfile.mkdtemp(prefix="ntt-pg-"))  # not under pytest's 0700 folder: the server runs as postgres
+    server = LocalPostgres(folder / "server")
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)

@@ -122,13 +122,20 @@ class SqlProjectStore:
     def snapshot(self, project_id: int) -> ProjectSnapshot:
         project_id = int(project_id)
         held = self._cached(project_id)
-        with self._reading() as conn:
-            generation = conn.execute(select(schema.projects.c.generation)
-                                      .where(schema.projects.c.project_id == project_id)).scalar()
-            if generation is not None and held is not None and held.generation == generation:
-                return held.snap
-            if generation is not None:
-                held = self._load(conn, project_id, held)
+        try:
+            with self._reading() as conn:
+                generation = conn.execute(select(schema.projects.c.generation)
+                                          .where(schema.projects.c.project_id == project_id)).scalar()
+                if generation is not None and held is not None and held.generation == generation:
+                    return held.snap
+                if generation is not None:
+                    held = self._load(conn, project_id, held)
+        except ProjectError as exc:
+            if held is None:
+                raise
+            log.warning("project %d: %s; serving the memory last loaded (generation %d, revision %d)", project_id,
+                        exc, held.generation, held.snap.memory.revision)
+            return held.snap
         if generation is None:
             if project_id in self._legacy_projects():
                 with self.edit(project_id):  # migrates the files under the project's lock
@@ -315,6 +322,16 @@ class SqlProjectStore:
                 from exc
 
     @contextmanager
+    def _connected(self) -> Iterator[Connection]:
+        try:
+            conn = self.db.connect()
+        except OperationalError as exc:
+            raise ProjectError(f"the state database {schema.safe_url(self.url)} cannot be reached: {_reason(exc)}; "
+                               "the last saved state is kept (retry once it is back)") from exc
+        with conn:
+            yield conn
+
+    @contextmanager
     def _writing(self, locked: Connection | None) -> Iterator[Connection]:
         if locked is not None:
             yield locked  # committed when the edit's transaction ends
@@ -331,7 +348,7 @@ class SqlProjectStore:
             with self._locks.held(project_id):
                 yield None
             return
-        with self._locks.held_in_process(project_id), self.db.connect() as conn:
+        with self._locks.held_in_process(project_id), self._connected() as conn:
             with conn.begin():
                 conn.execute(text(f"SET LOCAL lock_timeout = '{int(self._lock_timeout * 1000)}ms'"))
                 try:

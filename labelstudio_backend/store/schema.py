@@ -20,7 +20,8 @@ from sqlalchemy.exc import ArgumentError
 
 SCHEMA_VERSION = 1
 DEFAULT_SQLITE_NAME = "state.sqlite3"
-LOCK_NAMESPACE = 0x4E5454  # "NTT": the first key of this backend's PostgreSQL advisory locks
+LOCK_NAMESPACE = 0x4E5454  # "NTT": the first key of this backend's PostgreSQL advisory locks (a project's edit)
+PENDING_NAMESPACE = 0x4E5455  # the first key of the locks that say a process with unapplied events is alive
 
 metadata = MetaData()
 
@@ -63,6 +64,15 @@ references = Table(
     Column("dim", Integer, nullable=False),
     Column("vectors", LargeBinary, nullable=False),  # float32 little-endian, [len(entries), dim]
     Index("ix_ntt_references_changes", "project_id", "generation"),
+)
+
+
+pending = Table(
+    "ntt_pending", metadata,  # events a process accepted and has not applied yet (store/pending_rows.py)
+    Column("project_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("token", Text, primary_key=True),  # the process: pid and a random part
+    Column("lock_key", Integer, nullable=False),  # the advisory lock its process holds while it lives
+    Column("since", Float, nullable=False),
 )
 
 

@@ -1,54 +1,15 @@
-"""Stores under test: SQLite in a temporary folder, and a real PostgreSQL server (Debian's postgresql: initdb into a
-temporary folder, started on loopback for the session)."""
+"""Stores under test: SQLite in a temporary folder, and a database of the session's real PostgreSQL server
+(tests/conftest.py)."""
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from labelstudio_backend.store.database import SqlProjectStore
 from labelstudio_backend.store.legacy import LegacyFiles
 from labelstudio_backend.store.schema import default_url
-from ntt_engine import MemoryBank
-from ntt_engine.memory import MemoryEntry
-from tests.support.local_postgres import LocalPostgres
-
-DIM = 8
-
-
-class Memories:
-    """A stand-in for the engine's memory factory: the store only needs new and adopted banks."""
-
-    def __init__(self, encoder: str = "enc-a", cap: int | None = None):
-        self.encoder, self.cap = encoder, cap
-
-    def new_memory(self) -> MemoryBank:
-        return MemoryBank(self.encoder, self.cap)
-
-    def adopt_memory(self, memory: MemoryBank) -> MemoryBank:
-        from ntt_engine import MemoryFormatError
-        if memory.encoder_name not in (None, self.encoder):
-            raise MemoryFormatError(f"built with {memory.encoder_name!r}, this engine uses {self.encoder!r}")
-        memory.encoder_name, memory.max_per_class = self.encoder, self.cap
-        return memory
-
-
-def entries(label: str, seed: int, count: int = 1, negative: bool = False) -> list[MemoryEntry]:
-    rng = np.random.default_rng(seed)
-    return [MemoryEntry(label, rng.standard_normal(DIM).astype(np.float32), negative, 0.5) for _ in range(count)]
-
-
-@pytest.fixture(scope="session")
-def postgres() -> LocalPostgres:
-    folder = Path(tempfile.mkdtemp(prefix="ntt-pg-"))  # not under pytest's 0700 folder: the server runs as postgres
-    server = LocalPostgres(folder / "server")
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(folder, ignore_errors=True)
+from support.store_helpers import Memories
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

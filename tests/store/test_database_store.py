@@ -2,13 +2,17 @@
 (of this process or another) reads; only changed rows are written; removals, order, settings and revisions survive."""
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sqlalchemy import func, select
 
 from labelstudio_backend.store import schema
 from labelstudio_backend.store.projects import AnnotationRecord, ProjectError
-from tests.store.conftest import DIM, Memories, entries
+from support.store_helpers import DIM, Memories, entries
 
 
 def _same_memory(a, b) -> None:
@@ -152,3 +156,60 @@ def test_an_unreachable_database_is_a_project_error(tmp_path):
     store = SqlProjectStore("postgresql://nobody@127.0.0.1:9/none", tmp_path, Memories, lock_timeout=2)
     with pytest.raises(ProjectError, match="state database"):
         store.snapshot(1)
+
+
+def test_an_unreachable_postgresql_serves_the_last_loaded_memory_and_refuses_writes(tmp_path, caplog):
+    from labelstudio_backend.store.database import SqlProjectStore
+    from support.local_postgres import LocalPostgres
+
+    server = LocalPostgres(Path(tempfile.mkdtemp(prefix="ntt-pg-down-")) / "server")
+    server.start()
+    try:
+        url = server.new_database()
+        store = SqlProjectStore(url, tmp_path, Memories, lock_timeout=5)
+        with store.edit(1) as snap:
+            snap.memory.set_reference("annotation:1", entries("cat", 1))
+        assert store.snapshot(1).memory.revision == 1
+        server.pause()
+        with caplog.at_level("WARNING"):
+            served = store.snapshot(1)
+        assert served.memory.reference_order() == ["annotation:1"]
+        assert "serving the memory last loaded" in caplog.text
+        with pytest.raises(ProjectError, match="state database"):
+            with store.edit(1) as snap:
+                snap.memory.set_reference("annotation:2", entries("cat", 2))
+        with pytest.raises(ProjectError):
+            store.snapshot(2)  # never loaded: nothing to serve
+        server.resume()
+        with store.edit(1) as snap:
+            snap.memory.set_reference("annotation:2", entries("cat", 2))
+        assert SqlProjectStore(url, tmp_path, Memories).snapshot(1).memory.reference_order() == \
+            ["annotation:1", "annotation:2"]
+    finally:
+        server.stop()
+        shutil.rmtree(server.folder.parent, ignore_errors=True)
+
+
+def test_a_full_sqlite_database_is_a_project_error_naming_the_cause_and_keeps_what_it_held(tmp_path):
+    from sqlalchemy import event
+
+    from labelstudio_backend.store.database import SqlProjectStore
+
+    url = schema.default_url(tmp_path)
+    store = SqlProjectStore(url, tmp_path, Memories, lock_timeout=5)
+    with store.edit(1) as snap:
+        snap.memory.set_reference("annotation:1", entries("cat", 1))
+        snap.state.annotations["1"] = AnnotationRecord(1, "reference", ["cat"], 1, "t")
+    with store.db.connect() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+    store.db.dispose()
+    event.listen(store.db, "connect",  # the disk is full: no page may be added (SQLite's SQLITE_FULL)
+                 lambda dbapi, _: dbapi.execute(f"PRAGMA max_page_count={pages}"))
+    with pytest.raises(ProjectError, match="database or disk is full"):
+        with store.edit(1) as snap:
+            for i in range(2, 400):
+                snap.memory.set_reference(f"annotation:{i}", entries("cat", i, 8))
+                snap.state.annotations[str(i)] = AnnotationRecord(i, "reference", ["cat"], 8, "t" * 500)
+    fresh = SqlProjectStore(url, tmp_path, Memories).snapshot(1)
+    assert fresh.memory.reference_order() == ["annotation:1"] and list(fresh.state.annotations) == ["1"]
+    assert store.snapshot(1).memory.reference_order() == ["annotation:1"]  # the failed edit left the cache alone

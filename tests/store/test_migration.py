@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labelstudio_backend.store.projects import AnnotationRecord, ProjectError, ProjectStore
-from tests.store.conftest import Memories, entries
+from support.store_helpers import Memories, entries
 
 
 def _file_project(model_dir, project_id: int = 3) -> ProjectStore:

@@ -52,6 +52,10 @@ class LocalPostgres:
             os.chmod(parent, os.stat(parent).st_mode | 0o711)
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8",
                   "--no-sync")
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server (again, after `pause`) and wait until it answers."""
         options = f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.folder} " \
                   "-c fsync=off -c max_connections=200"
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
@@ -74,6 +78,10 @@ class LocalPostgres:
         with psycopg.connect(self.admin_url(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.admin_url(name)
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data: the database is unreachable until `resume`."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def stop(self) -> None:
         try:
