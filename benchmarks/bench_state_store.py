@@ -40,13 +40,13 @@ def percentile(values: list[float], q: float) -> float:
 class Backend:
     """One in-process backend on a store; `url` is NTT_STATE_URL ("files", "" for SQLite, or postgresql://...)."""
 
-    def __init__(self, folder: Path, url: str, dataset):
+    def __init__(self, folder: Path, url: str, dataset, **settings):
         from labelstudio_backend.settings import Settings
         from labelstudio_backend.web.app import create_app
 
         self.dataset = dataset
         settings = Settings(model_dir=folder / "models", local_files_root=dataset.root, preset="synthetic",
-                            preload=True, log_level="WARNING", state_url=url, score_threshold=0.5)
+                            preload=True, log_level="WARNING", state_url=url, score_threshold=0.5, **settings)
         self.app = create_app(settings)
         self.client = self.app.test_client()
         self.runtime = self.app.extensions["ntt"].runtime
@@ -96,9 +96,9 @@ class Backend:
 
 
 def measure_store(name: str, url: str, folder: Path, dataset, sizes: list[int], applies: int,
-                  project_counts: list[int]) -> dict:
+                  project_counts: list[int], **settings) -> dict:
     result: dict = {"apply": {}, "metrics": {}, "metrics_prometheus": {}, "versions": {}}
-    backend = Backend(folder, url, dataset)
+    backend = Backend(folder, url, dataset, **settings)
     images = dataset.positive_ids()
     try:
         backend.apply(images[0])
@@ -112,7 +112,7 @@ def measure_store(name: str, url: str, folder: Path, dataset, sizes: list[int], 
                   f"p90 {1000 * percentile(seconds, 0.9):7.1f} ms", flush=True)
     finally:
         backend.stop()
-    backend = Backend(folder / "many", url, dataset)
+    backend = Backend(folder / "many", url, dataset, **settings)
     try:
         made = 0
         for count in project_counts:
@@ -139,6 +139,8 @@ def main() -> int:
     parser.add_argument("--stores", default="files,sqlite,postgresql")
     parser.add_argument("--applies", type=int, default=20)
     parser.add_argument("--projects", default="1,100,1000")
+    parser.add_argument("--max-references-per-class", type=int, default=None,
+                        help="NTT_MAX_REFERENCES_PER_CLASS for every backend (default: none, every reference used)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "state_store.json")
     args = parser.parse_args()
     from support.local_postgres import LocalPostgres
@@ -146,7 +148,8 @@ def main() -> int:
 
     sizes = [int(s) for s in args.sizes.split(",")]
     counts = [int(s) for s in args.projects.split(",")]
-    results = {"machine": platform.processor() or platform.machine(), "applies": args.applies, "stores": {}}
+    results = {"machine": platform.processor() or platform.machine(), "applies": args.applies,
+               "max_references_per_class": args.max_references_per_class, "stores": {}}
     with tempfile.TemporaryDirectory(prefix="ntt-bench-state-") as tmp:
         tmp_path = Path(tmp)
         dataset = make_dataset(tmp_path / "data", generate_dataset)
@@ -158,7 +161,7 @@ def main() -> int:
                 server.start()
                 url = server.new_database()
             results["stores"][store] = measure_store(store, url, tmp_path / store, dataset, sizes, args.applies,
-                                                     counts)
+                                                     counts, max_references_per_class=args.max_references_per_class)
         if server is not None:
             server.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -80,6 +80,8 @@ class _Scrape:
 def _project_families(gauges: dict[str, Any]) -> list[Metric]:
     revision = GaugeMetricFamily("ntt_memory_revision", "memory revision per project", labels=["project"])
     references = GaugeMetricFamily("ntt_references", "references per project and class", labels=["project", "label"])
+    held_back = GaugeMetricFamily("ntt_references_held_back", "references beyond the memory length per class (kept, "
+                                  "not used for matching)", labels=["project", "label"])
     thresholds = GaugeMetricFamily("ntt_score_threshold", "score threshold per project and class",
                                    labels=["project", "label"])
     outcomes = CounterMetricFamily("ntt_region_outcomes", "predicted regions by what annotators did with them, and "
@@ -91,12 +93,14 @@ def _project_families(gauges: dict[str, Any]) -> list[Metric]:
         revision.add_metric([pid], _number(project["revision"]))
         for label, count in project["references"].items():
             references.add_metric([pid, str(label)], _number(count))
+        for label, count in project.get("references_held_back", {}).items():
+            held_back.add_metric([pid, str(label)], _number(count))
         for label, value in project.get("thresholds", {}).items():
             thresholds.add_metric([pid, str(label)], _number(value))
         for label, row in project.get("region_outcomes", {}).items():
             for outcome in REGION_OUTCOMES:
                 outcomes.add_metric([pid, str(label), outcome], _number(row.get(outcome, 0)))
-    return [revision, references, thresholds, outcomes]
+    return [revision, references, held_back, thresholds, outcomes]
 
 
 def _number(value: Any) -> float:

@@ -11,6 +11,9 @@ if TYPE_CHECKING:  # ntt_engine loads torch: gunicorn's master reads these setti
     from ntt_engine import EngineConfig
 
 
+DEFAULT_MEMORY_LENGTH = 30  # references per class matching uses (NTT_MAX_REFERENCES_PER_CLASS)
+
+
 class SettingsError(ValueError):
     """A malformed environment variable; the message names it."""
 
@@ -44,6 +47,12 @@ def _devices(env: Mapping[str, str]) -> tuple[str, ...]:
 
 def _int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
     return _parsed(env, name, default, int, "an integer")
+
+
+def _memory_length(env: Mapping[str, str]) -> int:
+    if env.get("NTT_MAX_REFERENCES_PER_CLASS", "").strip().lower() == "none":
+        return 0
+    return _int(env, "NTT_MAX_REFERENCES_PER_CLASS", DEFAULT_MEMORY_LENGTH)
 
 
 def _float(env: Mapping[str, str], name: str, default: float | None) -> float | None:
@@ -99,7 +108,12 @@ class Settings:
     # control (brush, else polygon, else rectangle), or "all": one in every control offering its label;
     # extra_params {"region_controls": ...} wins
     region_controls: str = "one"
-    max_references_per_class: int | None = None
+    # NTT_MAX_REFERENCES_PER_CLASS: the memory length per class, as in the method (its 30-shot setting): matching
+    # uses at most this many references of each class, the rest are held back (kept); 0 or "none": every reference.
+    # Measured (docs/state.md): a project's cost per annotation stays flat with it, and on the effort benchmark a
+    # cap of 4 or 10 labels as well as none; None: the engine config's
+    max_references_per_class: int | None = DEFAULT_MEMORY_LENGTH
+    keep_references: str | None = None  # NTT_KEEP_REFERENCES: "first" or "latest" (None: the engine config's)
     local_files_root: Path | None = None  # LOCAL_FILES_DOCUMENT_ROOT: read /data/local-files/ from disk
     allowed_hosts: tuple[str, ...] = ()  # extra hosts images may be fetched from; "*.example.com" and "*" work
     allow_private_networks: bool = False  # let allowed hosts resolve to private/loopback/link-local addresses
@@ -170,7 +184,8 @@ class Settings:
             score_threshold=_float(env, "NTT_SCORE_THRESHOLD", None),
             redraw_iou=_float(env, "NTT_REDRAW_IOU", 0.9),
             region_controls=(_first(env, "NTT_REGION_CONTROLS") or "one").strip().lower(),
-            max_references_per_class=_int(env, "NTT_MAX_REFERENCES_PER_CLASS", None),
+            max_references_per_class=_memory_length(env),
+            keep_references=(_first(env, "NTT_KEEP_REFERENCES") or None),
             local_files_root=Path(root) if root else None,
             allowed_hosts=hosts,
             allow_private_networks=_bool(env, "NTT_ALLOW_PRIVATE_NETWORKS", False),
@@ -213,8 +228,10 @@ class Settings:
             raise SettingsError(f"NTT_REDRAW_IOU must be in (0, 1], got {self.redraw_iou}")
         if self.score_threshold is not None and not 0.0 <= self.score_threshold <= 1.0:
             raise SettingsError(f"NTT_SCORE_THRESHOLD must be in [0, 1], got {self.score_threshold}")
-        if self.max_references_per_class is not None and self.max_references_per_class < 1:
-            raise SettingsError("NTT_MAX_REFERENCES_PER_CLASS must be >= 1")
+        if self.max_references_per_class is not None and self.max_references_per_class < 0:
+            raise SettingsError("NTT_MAX_REFERENCES_PER_CLASS must be >= 1 (0 or none: every reference)")
+        if self.keep_references not in (None, "first", "latest"):
+            raise SettingsError(f"NTT_KEEP_REFERENCES must be 'first' or 'latest', got {self.keep_references!r}")
         if self.download_max_bytes <= 0 or self.download_timeout <= 0:
             raise SettingsError("NTT_DOWNLOAD_MAX_BYTES and NTT_DOWNLOAD_TIMEOUT must be positive")
         if self.queue_max_bytes <= 0 or self.webhook_max_bytes <= 0:
@@ -244,7 +261,9 @@ class Settings:
         if self.device:
             changes["device"] = self.device
         if self.max_references_per_class is not None:
-            changes["max_references_per_class"] = self.max_references_per_class
+            changes["max_references_per_class"] = self.max_references_per_class or None  # 0: no cap
+        if self.keep_references is not None:
+            changes["keep_references"] = self.keep_references
         if self.learn_from_corrections is not None:
             changes["learn_from_corrections"] = self.learn_from_corrections
         return dataclasses.replace(config, **changes) if changes else config

@@ -37,7 +37,8 @@ class EngineConfig:
     reference_context: float = 0.2
     reference_crop: bool = True  # paper: encode an object-centred crop per reference; False: pool the whole image
     reference_mask_sampling: str = "nearest"  # "nearest" (paper: patch corner) or "area" (coverage, §9.4)
-    max_references_per_class: int | None = None
+    max_references_per_class: int | None = None  # the memory length per class (None: every reference)
+    keep_references: str = "first"  # which ones the cap keeps active: "first" or "latest" (the rest held back)
     # --- matching and selection (§4) ---
     nms_threshold: float = 0.5
     nms_cap_factor: int = 8
@@ -96,6 +97,8 @@ class EngineConfig:
             raise ValueError(f"input_recipe must be 'reference' or 'sam2', got {self.input_recipe!r}")
         if self.prompting not in ("grid", "similarity"):
             raise ValueError(f"prompting must be 'grid' or 'similarity', got {self.prompting!r}")
+        if self.keep_references not in ("first", "latest"):
+            raise ValueError(f"keep_references must be 'first' or 'latest', got {self.keep_references!r}")
         if self.reference_mask_sampling not in ("nearest", "area"):
             raise ValueError(f"reference_mask_sampling must be 'nearest' or 'area', got "
                              f"{self.reference_mask_sampling!r}")

@@ -45,8 +45,7 @@ class Engine:
             torch.set_num_threads(self.config.num_threads)
         self.encoder = encoder if encoder is not None else build_encoder(self.config)
         self.proposer = proposer if proposer is not None else build_proposer(self.config)
-        self.memory = memory if memory is not None else MemoryBank(self.encoder.name,
-                                                                   self.config.max_references_per_class)
+        self.memory = memory if memory is not None else self.new_memory()
         self._check_memory(self.memory)
         self._analyses: ByteLRU[ImageAnalysis] = ByteLRU(self.config.cache_bytes)
         self._features: ByteLRU[PatchFeatures] = ByteLRU(self.config.cache_bytes // 4)
@@ -71,7 +70,7 @@ class Engine:
         return f"{self.model_id}.r{self.memory.revision}"
 
     def new_memory(self) -> MemoryBank:
-        return MemoryBank(self.encoder.name, self.config.max_references_per_class)
+        return MemoryBank(self.encoder.name, self.config.max_references_per_class, self.config.keep_references)
 
     def adopt_memory(self, memory: MemoryBank) -> MemoryBank:
         """Check that `memory` was built with this engine's encoder (raises MemoryFormatError) and return it."""
@@ -85,6 +84,7 @@ class Engine:
                                     f"{self.encoder.name!r}; rebuild the memory from the references")
         memory.encoder_name = self.encoder.name
         memory.max_per_class = self.config.max_references_per_class
+        memory.keep = self.config.keep_references
 
     def load_memory(self, path: str | Path) -> None:
         memory = MemoryBank.load(path)

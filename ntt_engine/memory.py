@@ -68,13 +68,25 @@ class Prototypes:
         return len(self.labels)
 
 
+KEEP_POLICIES = ("first", "latest")  # which references of a class the cap keeps active: the earliest or the newest
+
+
 class MemoryBank:
-    def __init__(self, encoder_name: str | None = None, max_per_class: int | None = None):
+    def __init__(self, encoder_name: str | None = None, max_per_class: int | None = None, keep: str = "first"):
+        if keep not in KEEP_POLICIES:
+            raise ValueError(f"keep must be one of {KEEP_POLICIES}, got {keep!r}")
         self.encoder_name = encoder_name
-        self.max_per_class = max_per_class
+        self.max_per_class = max_per_class  # the memory length per class: examples matching uses (None: all)
+        self.keep = keep
         self.revision = 0
-        self._entries: dict[str, list[MemoryEntry]] = {}  # insertion-ordered: the cap keeps the earliest
+        self._entries: dict[str, list[MemoryEntry]] = {}  # insertion-ordered: a replaced reference moves to the end
         self._negative_images: set[str] = set()
+        # per class, the references holding positive entries of it (in memory order) and how many: the cap's
+        # selection costs what it keeps, not what the memory holds
+        self._by_class: dict[str, dict[str, int]] = {}
+        self._seq: dict[str, int] = {}  # each reference's position in memory order (grows with every change)
+        self._next_seq = 0
+        self._positives = 0
         self._prototype_cache: dict[bool, tuple[int, Prototypes]] = {}
         self._examples_cache: dict[str, tuple[int, Examples]] = {}
 
@@ -82,13 +94,32 @@ class MemoryBank:
     def set_reference(self, ref_id: str, entries: list[MemoryEntry], negative_image: bool = False) -> None:
         """Replace everything stored under `ref_id` (an empty list with negative_image=False removes it)."""
         self._check_vectors(entries)
-        self._entries.pop(ref_id, None)
-        self._negative_images.discard(ref_id)
+        self._drop(ref_id)
         if entries:
-            self._entries[ref_id] = list(entries)
+            self._add(ref_id, list(entries))
         if negative_image:
             self._negative_images.add(ref_id)
         self.revision += 1
+
+    def _add(self, ref_id: str, entries: list[MemoryEntry]) -> None:
+        self._entries[ref_id] = entries
+        self._seq[ref_id] = self._next_seq
+        self._next_seq += 1
+        for entry in entries:
+            if not entry.negative:
+                refs = self._by_class.setdefault(entry.label, {})
+                refs[ref_id] = refs.get(ref_id, 0) + 1
+                self._positives += 1
+
+    def _drop(self, ref_id: str) -> None:
+        self._negative_images.discard(ref_id)
+        old = self._entries.pop(ref_id, None)
+        self._seq.pop(ref_id, None)
+        for label in {e.label for e in old or () if not e.negative}:
+            refs = self._by_class[label]
+            self._positives -= refs.pop(ref_id)
+            if not refs:
+                del self._by_class[label]
 
     def touch(self) -> None:
         """A new revision without a content change (e.g. a setting that changes predictions moved)."""
@@ -112,7 +143,7 @@ class MemoryBank:
         return ref_id in self._entries or ref_id in self._negative_images
 
     def __len__(self) -> int:
-        return sum(1 for e in self._all_entries() if not e.negative)
+        return self._positives
 
     def reference_ids(self) -> set[str]:
         return set(self._entries) | self._negative_images
@@ -137,11 +168,13 @@ class MemoryBank:
 
     def counts(self) -> dict[str, int]:
         """References per class (before the cap)."""
-        counts: dict[str, int] = {}
-        for entry in self._all_entries():
-            if not entry.negative:
-                counts[entry.label] = counts.get(entry.label, 0) + 1
-        return dict(sorted(counts.items()))
+        return {label: sum(refs.values()) for label, refs in sorted(self._by_class.items())}
+
+    def active_counts(self) -> dict[str, int]:
+        """References per class that matching uses (the cap's share); the rest are held back, not deleted: raising
+        the cap brings them back."""
+        cap = self.max_per_class
+        return {label: count if cap is None else min(count, cap) for label, count in self.counts().items()}
 
     def _all_entries(self):
         for entries in self._entries.values():
@@ -150,9 +183,11 @@ class MemoryBank:
     def copy(self) -> "MemoryBank":
         """A copy that can change on its own (entries shared: they are frozen, and a change replaces a reference's
         list, never edits it), at the same revision."""
-        bank = MemoryBank(self.encoder_name, self.max_per_class)
+        bank = MemoryBank(self.encoder_name, self.max_per_class, self.keep)
         bank._entries = dict(self._entries)
         bank._negative_images = set(self._negative_images)
+        bank._by_class = {label: dict(refs) for label, refs in self._by_class.items()}
+        bank._seq, bank._next_seq, bank._positives = dict(self._seq), self._next_seq, self._positives
         bank.revision = self.revision
         return bank
 
@@ -163,10 +198,8 @@ class MemoryBank:
 
     def without(self, ref_id: str) -> "MemoryBank":
         """A copy without `ref_id` (entries shared, not copied), at the same revision: for leave-one-out."""
-        bank = MemoryBank(self.encoder_name, self.max_per_class)
-        bank._entries = {key: entries for key, entries in self._entries.items() if key != ref_id}
-        bank._negative_images = self._negative_images - {ref_id}
-        bank.revision = self.revision
+        bank = self.copy()
+        bank._drop(ref_id)
         return bank
 
     def negative_examples(self) -> Examples:
@@ -187,15 +220,26 @@ class MemoryBank:
         return cached[1]
 
     def _positive_examples(self) -> Examples:
-        taken: dict[str, int] = {}
+        return self._examples(self._active())
+
+    def _active(self) -> list[tuple[str, MemoryEntry]]:
+        """(reference id, entry) of every positive entry matching uses, in memory order: all of them, or per class
+        the first (keep="first") or the latest (keep="latest") `max_per_class`."""
+        cap = self.max_per_class
+        if cap is None:
+            return [(ref, e) for ref, entries in self._entries.items() for e in entries if not e.negative]
         chosen = []
-        for ref_id, entries in self._entries.items():
-            for entry in entries:
-                count = taken.get(entry.label, 0)
-                if not entry.negative and (self.max_per_class is None or count < self.max_per_class):
-                    taken[entry.label] = count + 1
-                    chosen.append((ref_id, entry))
-        return self._examples(chosen)
+        for label, refs in self._by_class.items():
+            left = cap
+            for ref in (refs if self.keep == "first" else reversed(refs)):
+                mine = [(i, e) for i, e in enumerate(self._entries[ref]) if not e.negative and e.label == label]
+                taken = mine[:left] if self.keep == "first" else mine[-left:]
+                chosen += [(self._seq[ref], i, ref, e) for i, e in taken]
+                left -= len(taken)
+                if left <= 0:
+                    break
+        chosen.sort(key=lambda item: (item[0], item[1]))
+        return [(ref, entry) for _, _, ref, entry in chosen]
 
     def _examples(self, chosen: list[tuple[str, MemoryEntry]]) -> Examples:
         if not chosen:
@@ -205,16 +249,18 @@ class MemoryBank:
                         tuple(ref_id for ref_id, _ in chosen))
 
     def prototypes(self, negative: bool = False) -> Prototypes:
-        """Per-class normalised mean of the (first `max_per_class`) vectors; classes without vectors are absent."""
+        """Per-class normalised mean of the vectors matching uses (the cap's selection); classes without vectors are
+        absent."""
         cached = self._prototype_cache.get(negative)
         if cached and cached[0] == self.revision:
             return cached[1]
         grouped: dict[str, list[MemoryEntry]] = {}
-        for entry in self._all_entries():
-            if entry.negative != negative:
-                continue
-            members = grouped.setdefault(entry.label, [])
-            if self.max_per_class is None or len(members) < self.max_per_class:
+        if not negative:  # the examples matching uses: the cap's selection
+            for _, entry in self._active():
+                grouped.setdefault(entry.label, []).append(entry)
+        for entry in self._all_entries() if negative else ():
+            members = grouped.setdefault(entry.label, []) if entry.negative else None
+            if members is not None and (self.max_per_class is None or len(members) < self.max_per_class):
                 members.append(entry)
         labels = tuple(sorted(grouped))
         dim = self.dim or 0
@@ -265,10 +311,13 @@ class MemoryBank:
             raise MemoryFormatError(f"{source} is inconsistent: {len(meta['references'])} records, "
                                     f"{len(vectors)} vectors")
         bank = cls(meta.get("encoder"), meta.get("max_per_class"))
+        grouped: dict[str, list[MemoryEntry]] = {}
         for record, vector in zip(meta["references"], vectors):
-            bank._entries.setdefault(record["ref_id"], []).append(
+            grouped.setdefault(record["ref_id"], []).append(
                 MemoryEntry(record["label"], vector, bool(record.get("negative", False)),
                             float(record.get("level", 0.0))))
+        for ref_id, entries in grouped.items():
+            bank._add(ref_id, entries)
         bank._negative_images = set(meta.get("negative_images", []))
         bank.revision = int(meta.get("revision", 0))
         return bank

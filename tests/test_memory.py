@@ -123,3 +123,49 @@ bank.save({str(path)!r})
     result = subprocess.run([sys.executable, "-c", script], cwd=os.path.dirname(os.path.dirname(__file__)))
     assert result.returncode == -9
     assert MemoryBank.load(path).reference_ids() == {"r1"}
+
+
+def _reference_selection(bank: MemoryBank) -> list[tuple[str, str, float]]:
+    """What the matching uses, computed the slow way from every stored entry (the cap's definition): per class,
+    the first (or latest) `max_per_class` positive entries in memory order."""
+    pairs = [(ref, e) for ref in bank.reference_order() for e in bank.entries(ref) if not e.negative]
+    if bank.max_per_class is not None:
+        kept = []
+        for label in {e.label for _, e in pairs}:
+            mine = [p for p in pairs if p[1].label == label]
+            kept += mine[:bank.max_per_class] if bank.keep == "first" else mine[-bank.max_per_class:]
+        pairs = [p for p in pairs if any(p is k for k in kept)]
+    return [(ref, e.label, float(e.vector[0])) for ref, e in pairs]
+
+
+@pytest.mark.parametrize("keep", ["first", "latest"])
+def test_the_memory_length_per_class_keeps_the_first_or_the_latest_and_holds_the_rest_back(keep):
+    rng = np.random.default_rng(0)
+    bank = MemoryBank("enc", max_per_class=3, keep=keep)
+    for i in range(12):  # mixed classes, several entries per reference, a few negatives
+        labels = rng.choice(["cat", "dog", "bird"], size=int(rng.integers(1, 4)))
+        bank.set_reference(f"r{i}", [MemoryEntry(str(label), rng.standard_normal(4).astype(np.float32),
+                                                 negative=bool(rng.random() < 0.2)) for label in labels])
+    bank.set_reference("r3", [MemoryEntry("cat", rng.standard_normal(4).astype(np.float32))])  # moves to the end
+    bank.remove("r5")
+    examples = bank.positive_examples()
+    assert list(zip(examples.refs, examples.labels)) == [(r, lb) for r, lb, _ in _reference_selection(bank)]
+    counts, active = bank.counts(), bank.active_counts()
+    assert active == {label: min(count, 3) for label, count in counts.items()} and sum(counts.values()) == len(bank)
+    assert any(counts[label] > active[label] for label in counts)  # some are held back
+    for ref in bank.reference_order():  # leave-one-out banks select as a bank built without the reference would
+        assert [(r, lb) for r, lb in zip(bank.without(ref).positive_examples().refs,
+                                         bank.without(ref).positive_examples().labels)] == \
+            [(r, lb) for r, lb, _ in _reference_selection(bank.without(ref))]
+    raised = bank.copy()
+    raised.max_per_class = None  # raising the cap brings every held-back reference back
+    assert len(raised.positive_examples()) == len(bank) and raised.active_counts() == counts
+
+
+def test_a_capped_prototype_is_the_mean_of_the_selected_vectors():
+    bank = MemoryBank("enc", max_per_class=2, keep="latest")
+    for i, value in enumerate([1.0, 2.0, 3.0, 4.0]):
+        bank.set_reference(f"r{i}", [MemoryEntry("cat", np.array([value, 1.0], np.float32))])
+    prototype = bank.prototypes().vectors[0]
+    expected = torch.nn.functional.normalize(torch.tensor([3.5, 1.0]), dim=0)
+    torch.testing.assert_close(prototype, expected)

@@ -83,12 +83,13 @@ def _classes(state: ProjectState, memory: MemoryBank, thresholds: Thresholds, so
         for entry in memory.entries(ref):
             if entry.negative:
                 negatives[entry.label] = negatives.get(entry.label, 0) + 1
-    references = memory.counts()
+    references, active = memory.counts(), memory.active_counts()
     rows = []
     every = set(references) | set(negatives) | set(counts) | set(thresholds.per_class) | _config_labels(state)
     for label in sorted(every):  # every class of the label config, learnt or not yet
         c = counts.get(label, dict.fromkeys(CLASS_COUNTS, 0))
-        rows.append({"label": label, "references": references.get(label, 0), "negatives": negatives.get(label, 0),
+        rows.append({"label": label, "references": references.get(label, 0),
+                     "held_back": references.get(label, 0) - active.get(label, 0), "negatives": negatives.get(label, 0),
                      "threshold": round(thresholds.of(label), 4), "threshold_source": source, **c,
                      "precision": round(c["kept"] / c["predicted"], 4) if c["predicted"] else None,
                      "recall": round(c["kept"] / c["final"], 4) if c["final"] else None})

@@ -55,7 +55,9 @@ def _project_gauges(rt: Runtime) -> list[dict]:
 
 def _one_project(rt: Runtime, project: int) -> dict:
     snap = rt.store.snapshot(project)
-    return {"project": project, "revision": snap.memory.revision, "references": snap.memory.counts(),
+    references, active = snap.memory.counts(), snap.memory.active_counts()
+    return {"project": project, "revision": snap.memory.revision, "references": references,
+            "references_held_back": {label: count - active.get(label, 0) for label, count in references.items()},
             **threshold_gauges(rt, snap),
             "negative_images": len(snap.memory.negative_images),
             "annotations": len(snap.state.annotations),

@@ -325,3 +325,22 @@ def test_metrics_and_versions_follow_another_process_without_reloading_unchanged
     reads.clear()
     assert client_b.get("/versions").json["projects"] == versions(client_a) != before
     assert reads == [PROJECT]  # and /versions read only the project that changed
+
+
+def test_metrics_and_dashboard_show_references_held_back_by_the_memory_length(make_app, dataset):
+    from ntt_engine import Engine, EngineConfig
+
+    capped = Engine(EngineConfig.preset("synthetic", max_references_per_class=1, keep_references="latest"))
+    app = make_app(runtime_hook=lambda rt: setattr(rt, "_engine_factory", lambda: capped))
+    client = app.test_client()
+    first, second = dataset.positive_ids()[:2]
+    send(app, client, created_webhook(dataset, 3, first, annotation_result(dataset, first)))
+    send(app, client, created_webhook(dataset, 5, second, annotation_result(dataset, second)))
+    (project,) = client.get("/metrics").json["projects"]
+    held = project["references_held_back"]
+    assert held == {label: count - 1 for label, count in project["references"].items()} and sum(held.values()) > 0
+    text = client.get("/metrics?format=prometheus").data.decode()
+    assert f'ntt_references_held_back{{label="{next(iter(held))}",project="4"}}' in text
+    rows = client.get(f"/dashboard/{PROJECT}.json").json["classes"]
+    assert {row["label"]: row["held_back"] for row in rows if row["references"]} == held
+    assert snap(app).memory.positive_examples().refs == ("annotation:5",) * len(held)  # the latest, per class

@@ -111,3 +111,16 @@ def test_a_bad_region_controls_value_is_refused(client):
     assert response.status_code == 400 and "region_controls" in response.json["error"]
     with pytest.raises(SettingsError, match="NTT_REGION_CONTROLS"):
         Settings.from_env({"NTT_REGION_CONTROLS": "both"})
+
+
+def test_the_memory_length_per_class_defaults_to_the_methods_30_and_can_be_lifted():
+    from labelstudio_backend.settings import Settings, SettingsError
+
+    assert Settings.from_env({}).engine_config().max_references_per_class == 30
+    assert Settings.from_env({"NTT_MAX_REFERENCES_PER_CLASS": "none"}).engine_config().max_references_per_class is None
+    assert Settings.from_env({"NTT_MAX_REFERENCES_PER_CLASS": "0"}).engine_config().max_references_per_class is None
+    latest = Settings.from_env({"NTT_MAX_REFERENCES_PER_CLASS": "5", "NTT_KEEP_REFERENCES": "latest"}).engine_config()
+    assert (latest.max_references_per_class, latest.keep_references) == (5, "latest")
+    for bad in ({"NTT_MAX_REFERENCES_PER_CLASS": "-2"}, {"NTT_KEEP_REFERENCES": "random"}):
+        with pytest.raises(SettingsError):
+            Settings.from_env(bad)
