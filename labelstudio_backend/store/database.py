@@ -83,6 +83,8 @@ class SqlProjectStore:
                 except SQLAlchemyError as exc:
                     raise ProjectError(f"the state database {schema.safe_url(self.url)} cannot be opened: "
                                        f"{_reason(exc)}") from exc
+                except schema.SchemaError as exc:
+                    raise ProjectError(str(exc)) from exc
             return self._db[1]
 
     @property

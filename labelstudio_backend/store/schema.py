@@ -5,6 +5,8 @@ transaction. Every write bumps the project's `generation` and stamps the rows it
 generation g reloads only the rows stamped after g (another replica's edits, or another gunicorn worker's). Removed
 annotations and references stay as rows flagged `removed` (stamped too): a reload must learn of removals.
 
+The tables are created and changed by Alembic migrations (store/migrations), run at start.
+
 SQLite (the default, a file in MODEL_DIR) runs in WAL mode, so readers never wait for the writer; PostgreSQL is named
 by NTT_STATE_URL (postgresql://...), driven by psycopg 3.
 """
@@ -14,21 +16,16 @@ import os
 from pathlib import Path
 
 from sqlalchemy import (BigInteger, Boolean, Column, Float, Index, Integer, LargeBinary, MetaData, Table, Text,
-                        create_engine, event, insert, select, text)
+                        create_engine, event, inspect, text)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 
-SCHEMA_VERSION = 1
 DEFAULT_SQLITE_NAME = "state.sqlite3"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"  # Alembic's scripts
 LOCK_NAMESPACE = 0x4E5454  # "NTT": the first key of this backend's PostgreSQL advisory locks (a project's edit)
 PENDING_NAMESPACE = 0x4E5455  # the first key of the locks that say a process with unapplied events is alive
 
 metadata = MetaData()
-
-schema_info = Table(
-    "ntt_schema", metadata,
-    Column("version", Integer, nullable=False),
-)
 
 projects = Table(
     "ntt_projects", metadata,
@@ -126,24 +123,39 @@ def open_database(url: str, busy_timeout_s: float) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
     else:
         db = create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=8)
-    _create(db)
+    _migrate(db)
     return db
 
 
-def _create(db: Engine) -> None:
+def _migrate(db: Engine) -> None:
+    """Bring the database to this backend's schema: Alembic's `upgrade head` (labelstudio_backend/store/migrations),
+    one process at a time (SQLite's write lock, or an advisory lock on PostgreSQL). A database written by a newer
+    backend is refused, never changed."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    scripts = ScriptDirectory.from_config(config)
+    head = scripts.get_current_head()
     with db.connect() as conn:
         if db.dialect.name == "sqlite":
             conn = conn.execution_options(immediate=True)
         with conn.begin():
-            if db.dialect.name == "postgresql":  # replicas starting together: one creates, the others wait
+            if db.dialect.name == "postgresql":  # replicas starting together: one migrates, the others wait
                 conn.execute(text("SELECT pg_advisory_xact_lock(:namespace, 0)"), {"namespace": LOCK_NAMESPACE})
-            metadata.create_all(conn, checkfirst=True)
-            version = conn.execute(select(schema_info.c.version)).scalar()
-            if version is None:
-                conn.execute(insert(schema_info).values(version=SCHEMA_VERSION))
-            elif version != SCHEMA_VERSION:
-                raise SchemaError(f"the state database has schema version {version}, this backend reads version "
-                                  f"{SCHEMA_VERSION}; upgrade the backend (or point NTT_STATE_URL elsewhere)")
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current == head:
+                return
+            if current is not None and current not in {s.revision for s in scripts.walk_revisions()}:
+                raise SchemaError(f"the state database is at schema revision {current}, which this backend does not "
+                                  f"know (its newest is {head}): upgrade the backend, or point NTT_STATE_URL elsewhere")
+            config.attributes["connection"] = conn
+            if current is None and inspect(conn).has_table("ntt_projects"):
+                command.stamp(config, "0001")  # tables of the first database release, made before migrations: 0001
+            command.upgrade(config, "head")
 
 
 def process_key() -> int:
