@@ -129,6 +129,7 @@ class Settings:
     # per-project files of earlier versions, or a database URL (sqlite:///path, postgresql://user@host/db)
     state_url: str = ""
     project_cache: int = 256  # NTT_PROJECT_CACHE: projects whose memory one process keeps loaded (LRU)
+    store_retry_s: float = 300.0  # NTT_STORE_RETRY_S: an event is retried this long while the database is unreachable
     # NTT_REQUEST_READ_TIMEOUT_S: gunicorn's worker (gunicorn_worker.py) reads each request whole before a thread gets
     # it; one still incomplete after this long is answered 408 and closed
     request_read_timeout_s: float = 60.0
@@ -199,6 +200,7 @@ class Settings:
             lock_timeout=_float(env, "NTT_LOCK_TIMEOUT", 600.0),
             state_url=_first(env, "NTT_STATE_URL"),
             project_cache=_int(env, "NTT_PROJECT_CACHE", 256),
+            store_retry_s=_float(env, "NTT_STORE_RETRY_S", 300.0),
             request_read_timeout_s=_float(env, "NTT_REQUEST_READ_TIMEOUT_S", 60.0),
             max_pending_predicts=_int(env, "NTT_MAX_PENDING_PREDICTS", None),
             malloc_arenas=_int(env, "NTT_MALLOC_ARENAS", 2),

@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 class SyncWorker:
     def __init__(self, synchronizer: Synchronizer, metrics: Metrics, maxsize: int = 10_000,
                  markers: PendingMarkers | None = None, max_bytes: int = 128 * 1024 * 1024,
-                 on_change: Callable[[int], None] | None = None):
+                 on_change: Callable[[int], None] | None = None, store_retry_s: float = 300.0):
         self.synchronizer = synchronizer
+        self.store_retry_s = store_retry_s  # how long an event is retried while the state database is unreachable
         self.metrics = metrics
         self.markers = markers
         self.activity = ProjectActivity(markers)  # /setup, /predict and /webhook wait on it (store/in_flight.py)
@@ -111,6 +112,23 @@ class SyncWorker:
     def queued_bytes(self) -> int:
         return self._queued_bytes
 
+    def _handle_retrying(self, job: SyncJob) -> None:
+        """Apply `job`; while the state database cannot be reached, keep it (and every event queued behind it, in
+        order) and retry with backoff for up to `store_retry_s`: an accepted event is not dropped for an outage."""
+        delay, deadline = 0.25, time.monotonic() + self.store_retry_s
+        while True:
+            try:
+                self.synchronizer.handle(job)
+                return
+            except ProjectError as exc:
+                if not exc.transient or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("%s for project %s: %s; the event stays queued, retrying in %.1f s", job.action,
+                            job.project_id, exc, delay)
+                self.metrics.add("events_retried")
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
     def _process(self, job: SyncJob) -> None:
         with self._lock:
             self._queued_bytes -= job.size_bytes
@@ -119,7 +137,7 @@ class SyncWorker:
         started = time.perf_counter()
         before = self._revision(job.project_id)
         try:
-            self.synchronizer.handle(job)
+            self._handle_retrying(job)
             self.metrics.add("events_applied")
             if self.on_change is not None and job.project_id is not None and \
                     self._revision(job.project_id) != before:

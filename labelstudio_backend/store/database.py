@@ -82,7 +82,7 @@ class SqlProjectStore:
                     self._db = (key, schema.open_database(self.url, self._lock_timeout))
                 except SQLAlchemyError as exc:
                     raise ProjectError(f"the state database {schema.safe_url(self.url)} cannot be opened: "
-                                       f"{_reason(exc)}") from exc
+                                       f"{_reason(exc)}", transient=isinstance(exc, OperationalError)) from exc
                 except schema.SchemaError as exc:
                     raise ProjectError(str(exc)) from exc
             return self._db[1]
@@ -320,8 +320,8 @@ class SqlProjectStore:
                 with conn.begin():
                     yield conn
         except OperationalError as exc:
-            raise ProjectError(f"the state database {schema.safe_url(self.url)} cannot be read: {_reason(exc)}") \
-                from exc
+            raise ProjectError(f"the state database {schema.safe_url(self.url)} cannot be read: {_reason(exc)}",
+                               transient=True) from exc
 
     @contextmanager
     def _connected(self) -> Iterator[Connection]:
@@ -329,7 +329,7 @@ class SqlProjectStore:
             conn = self.db.connect()
         except OperationalError as exc:
             raise ProjectError(f"the state database {schema.safe_url(self.url)} cannot be reached: {_reason(exc)}; "
-                               "the last saved state is kept (retry once it is back)") from exc
+                               "the last saved state is kept (retry once it is back)", transient=True) from exc
         with conn:
             yield conn
 

@@ -40,7 +40,12 @@ TEMP_PATTERNS = (".memory.ntt.*.tmp", ".state.json.*.tmp")  # what atomic_write 
 
 
 class ProjectError(RuntimeError):
-    pass
+    """The project's state cannot be read or written now. `transient`: the database could not be reached (the
+    background worker keeps the event and retries; a request is answered 503 with Retry-After)."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 class MemoryFactory(Protocol):

@@ -84,7 +84,7 @@ def _start_backend(settings: Settings, rt: Runtime) -> Backend:
     predicts = PredictsInFlight(rt.store.project_dir)
     refresher = Refresher(rt, predictor, settings.refresh_tasks, predicts)
     worker = SyncWorker(synchronizer, rt.metrics, settings.queue_size, open_pending_markers(rt.settings, rt.store, enabled=rt.api is not None),
-                        settings.queue_max_bytes, on_change=refresher.notify)
+                        settings.queue_max_bytes, on_change=refresher.notify, store_retry_s=settings.store_retry_s)
     worker.start()
     refresher.start()
     return Backend(rt, worker, synchronizer, predictor, admission, refresher, predicts)

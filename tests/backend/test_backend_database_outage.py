@@ -1,0 +1,41 @@
+"""The state database going away (PostgreSQL stopped): an accepted webhook event is kept and applied once it is
+back, in order; predictions meanwhile come from the memory last loaded."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+
+from support.backend_helpers import (PROJECT, annotation_result, created_webhook, predict, send, setup, snap,
+                                     task_for)
+from support.local_postgres import LocalPostgres
+
+
+def test_an_event_accepted_during_an_outage_is_applied_when_the_database_is_back(make_app, dataset):
+    server = LocalPostgres(Path(tempfile.mkdtemp(prefix="ntt-pg-outage-")) / "server")
+    server.start()
+    try:
+        # predict_wait: /predict waits (bounded) for the project's pending events, here one that waits for the outage
+        app = make_app(state_url=server.new_database(), predict_wait=1.0)
+        client = app.test_client()
+        first, second = dataset.positive_ids()[:2]
+        send(app, client, created_webhook(dataset, 3, first, annotation_result(dataset, first)))
+        version = setup(client)
+        server.pause()
+        response = client.post("/webhook", json=created_webhook(dataset, 5, second,
+                                                                 annotation_result(dataset, second)))
+        assert response.status_code in (200, 503), response.json  # accepted, or a clear 503 with Retry-After
+        served = predict(client, [task_for(dataset, dataset.positive_ids()[2])])[0]
+        assert served["model_version"] == version and served["result"]  # the memory last loaded
+        resumed = threading.Timer(1.5, server.resume)
+        resumed.start()
+        assert app.extensions["ntt"].worker.wait_idle(60)
+        resumed.join()
+        assert snap(app).memory.reference_ids() == {"annotation:3", "annotation:5"}
+        counters = app.extensions["ntt"].runtime.metrics.counters
+        assert counters["events_retried"] >= 1 and counters.get("events_failed", 0) == 0
+        assert snap(app, PROJECT).memory.revision == 2
+    finally:
+        server.stop()
+        shutil.rmtree(server.folder.parent, ignore_errors=True)
