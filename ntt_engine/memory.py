@@ -258,10 +258,12 @@ class MemoryBank:
         if not negative:  # the examples matching uses: the cap's selection
             for _, entry in self._active():
                 grouped.setdefault(entry.label, []).append(entry)
-        for entry in self._all_entries() if negative else ():
-            members = grouped.setdefault(entry.label, []) if entry.negative else None
-            if members is not None and (self.max_per_class is None or len(members) < self.max_per_class):
-                members.append(entry)
+        else:  # the first `max_per_class` negatives of each class
+            for entry in self._all_entries():
+                if entry.negative:
+                    members = grouped.setdefault(entry.label, [])
+                    if self.max_per_class is None or len(members) < self.max_per_class:
+                        members.append(entry)
         labels = tuple(sorted(grouped))
         dim = self.dim or 0
         means = [np.mean(np.stack([e.vector for e in grouped[label]]), axis=0) for label in labels]

@@ -126,26 +126,22 @@ class SqlProjectStore:
         held = self._cached(project_id)
         try:
             with self._reading() as conn:
-                generation = conn.execute(select(schema.projects.c.generation)
-                                          .where(schema.projects.c.project_id == project_id)).scalar()
-                if generation is not None and held is not None and held.generation == generation:
-                    return held.snap
-                if generation is not None:
-                    held = self._load(conn, project_id, held)
+                current = self._current(conn, project_id)
         except ProjectError as exc:
             if held is None:
                 raise
             log.warning("project %d: %s; serving the memory last loaded (generation %d, revision %d)", project_id,
                         exc, held.generation, held.snap.memory.revision)
             return held.snap
-        if generation is None:
+        if current is None:
             if project_id in self._legacy_projects():
                 with self.edit(project_id):  # migrates the files under the project's lock
                     pass
                 return self.snapshot(project_id)
             return ProjectSnapshot(ProjectState(project_id), self._memories().new_memory())
-        self._remember(project_id, held)
-        return held.snap
+        if current is not held:
+            self._remember(project_id, current)
+        return current.snap
 
     def revision(self, project_id: int) -> int:
         return self.snapshot(project_id).memory.revision
@@ -191,7 +187,7 @@ class SqlProjectStore:
         if self._migrate is not None:
             legacy = self._migrate.load(project_id)
             if legacy is not None:
-                return _compatible(self._memories(), legacy, project_id)[1]
+                return _compatible(self._memories(), legacy, project_id)
         return ProjectSnapshot(ProjectState(project_id), self._memories().new_memory())
 
     def _write(self, conn: Connection, project_id: int, work: ProjectSnapshot, changes: Changes, generation: int,
@@ -274,8 +270,7 @@ class SqlProjectStore:
         if held is None and self._migrate is not None:
             self._migrate.retire(project_id)  # files a migration committed but was killed before setting aside
         stored = ProjectSnapshot(state, memory)
-        compatible, snap = _compatible(self._memories(), stored, project_id)
-        return _Held(row.generation, row.next_seq, stored, snap)
+        return _Held(row.generation, row.next_seq, stored, _compatible(self._memories(), stored, project_id))
 
     @staticmethod
     def _refused(state: ProjectState, what: str, exc: Exception) -> None:
@@ -377,12 +372,12 @@ def _working_copy(snap: ProjectSnapshot) -> ProjectSnapshot:
     return ProjectSnapshot(_copy_state(snap.state), snap.memory.copy())
 
 
-def _compatible(factory: MemoryFactory, stored: ProjectSnapshot, project_id: int) -> tuple[bool, ProjectSnapshot]:
+def _compatible(factory: MemoryFactory, stored: ProjectSnapshot, project_id: int) -> ProjectSnapshot:
     """`stored` when its memory was built with this engine's encoder; else an empty project one revision on (the
     rows stay until the next edit flags them removed), flagged for a resync."""
     try:
         factory.adopt_memory(stored.memory)
-        return True, stored
+        return stored
     except MemoryFormatError as exc:
         memory = factory.new_memory()
         memory.revision = stored.memory.revision + 1  # keep model_version moving forward, never reuse one
@@ -392,7 +387,7 @@ def _compatible(factory: MemoryFactory, stored: ProjectSnapshot, project_id: int
         state.revision = memory.revision
         log.error("project %d: %s; serving an empty memory (a resync from Label Studio rebuilds it when "
                   "LABEL_STUDIO_API_KEY is set)", project_id, exc)
-        return False, ProjectSnapshot(state, memory)
+        return ProjectSnapshot(state, memory)
 
 
 __all__ = ["SqlProjectStore", "AnnotationRecord"]
