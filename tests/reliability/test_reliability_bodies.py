@@ -10,7 +10,8 @@ import json
 import pytest
 
 from support.backend_helpers import PROJECT, annotation_result, created_webhook, task_for
-from support.reliability import (RssSampler, call, memory_bytes, rss_bytes, setup_body, start_backend,
+from local_stack import wait_until
+from support.reliability import (RssSampler, call, memory_bytes, rss_bytes, setup_body, start_backend, stored,
                                  wait_idle)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(400)]
@@ -62,6 +63,10 @@ def test_bodies_are_refused_whole_and_cost_about_their_size(tmp_path, rel_datase
         first = ds.positive_ids()[0]
         assert call(backend, "POST", "/webhook",
                     json=created_webhook(ds, 900, first, annotation_result(ds, first))).status_code == 200
+        # Under gunicorn /metrics answers for one worker, maybe not the one applying: wait for what is stored, or
+        # the apply (the engine's first build takes seconds) lands during a later case and reads as its change.
+        wait_until(lambda: (snap := stored(model_dir)) is not None and "annotation:900" in snap.memory, 120,
+                   interval=0.1, what="annotation 900 in the stored memory", proc=backend.proc, log=backend.log_path)
         wait_idle(backend)
         for name, method, path, kwargs, expected in _cases(ds):
             before = memory_bytes(model_dir)
