@@ -46,6 +46,7 @@ class SyncJob:
     received_at: float = field(default_factory=time.time)
     size_bytes: int = 0  # what it holds in the queue (its webhook body), for the queue's byte bound
     outcome: Outcome = field(default_factory=Outcome, compare=False, repr=False)  # shared by its replace()d copies
+    journal_entry: str | None = field(default=None, compare=False, repr=False)  # where it is written down
 
     def ids_only(self) -> "SyncJob":
         """The job without its payload: in API mode the worker re-reads everything by id, so queuing the webhook's

@@ -1,9 +1,13 @@
 """The background worker: /webhook only enqueues (Label Studio waits 1 s and never retries); one daemon thread per
-process applies jobs in arrival order, so a project's events are applied in the order they came. While a project has
-queued events, a pending marker (store/pending_markers.py) says so on disk, so that events lost with this process are recovered."""
+process applies jobs in arrival order, so a project's events are applied in the order they came. Each accepted event is
+written down first (store/journal.py) and replayed by the next process on this MODEL_DIR if this one dies before
+applying it; while a project has queued events, a pending marker (store/pending_markers.py) also tells other replicas,
+which resync it from Label Studio if this process dies."""
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import queue
 import threading
 import time
@@ -13,6 +17,7 @@ from labelstudio_backend.labelstudio.webhooks import SyncJob
 from labelstudio_backend.learn.sync import Synchronizer
 from labelstudio_backend.metrics import Metrics
 from labelstudio_backend.store.in_flight import ProjectActivity
+from labelstudio_backend.store.journal import EventJournal
 from labelstudio_backend.store.pending_markers import PendingMarkers
 from labelstudio_backend.store.projects import ProjectError
 
@@ -22,8 +27,10 @@ log = logging.getLogger(__name__)
 class SyncWorker:
     def __init__(self, synchronizer: Synchronizer, metrics: Metrics, maxsize: int = 10_000,
                  markers: PendingMarkers | None = None, max_bytes: int = 128 * 1024 * 1024,
-                 on_change: Callable[[int], None] | None = None, store_retry_s: float = 300.0):
+                 on_change: Callable[[int], None] | None = None, store_retry_s: float = 300.0,
+                 journal: EventJournal | None = None):
         self.synchronizer = synchronizer
+        self.journal = journal
         self.store_retry_s = store_retry_s  # how long an event is retried while the state database is unreachable
         self.metrics = metrics
         self.markers = markers
@@ -37,14 +44,52 @@ class SyncWorker:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        if self._thread is None:
+            self._replay_orphans()
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="ntt-sync-worker", daemon=True)
             self._thread.start()
 
+    def _replay_orphans(self) -> None:
+        """Queue the events that processes now dead accepted on this MODEL_DIR and never applied."""
+        if self.journal is None:
+            return
+        orphans = self.journal.claim_orphans()
+        if not orphans.folders:
+            return
+        queued = sum(self.submit(job) for job in orphans.jobs)
+        if queued < len(orphans.jobs):  # the queue is full: leave them all for the next start, nothing is lost
+            log.error("%d of %d events left by dead processes could not be queued; kept for the next start",
+                      len(orphans.jobs) - queued, len(orphans.jobs))
+            for _, fd in orphans.folders:
+                os.close(fd)
+            return
+        self.journal.discard(orphans)
+        if orphans.jobs:
+            self.metrics.add("lost_events_recovered", len(orphans.jobs))
+            log.warning("%d events accepted by processes that died before applying them are queued again "
+                        "(from %s)", len(orphans.jobs), ", ".join(folder.name for folder, _ in orphans.folders))
+
     def submit(self, job: SyncJob) -> bool:
         """False when the queue is full, by count or by bytes (the caller answers 503); True when queued or when the
-        job duplicates a queued resync."""
+        job duplicates a queued resync. JournalError (503 too) when the event cannot be written down."""
         resync = job.is_resync
+        if self.journal is not None and not resync:
+            job = dataclasses.replace(job, journal_entry=self.journal.write(job))  # the same Outcome
+        try:
+            accepted = self._enqueue(job, resync)
+        except BaseException:
+            self._forget(job)
+            raise
+        if not accepted:
+            self._forget(job)
+        return accepted
+
+    def _forget(self, job: SyncJob) -> None:
+        if self.journal is not None:
+            self.journal.remove(job.journal_entry)
+
+    def _enqueue(self, job: SyncJob, resync: bool) -> bool:
         with self._lock:
             if resync and job.project_id in self._pending_resyncs:
                 return True
@@ -136,6 +181,7 @@ class SyncWorker:
                 self._pending_resyncs.discard(job.project_id)
         started = time.perf_counter()
         before = self._revision(job.project_id)
+        kept = False  # written down, and left there for the next start
         try:
             self._handle_retrying(job)
             self.metrics.add("events_applied")
@@ -149,7 +195,14 @@ class SyncWorker:
             job.outcome.fail(str(exc) if isinstance(exc, ProjectError) else f"{type(exc).__name__}: {exc}",
                              retryable=isinstance(exc, ProjectError))
             self.synchronizer.mark_unsynced(job.project_id)
+            kept = isinstance(exc, ProjectError) and exc.transient and job.journal_entry is not None
+            if kept:
+                log.error("%s for project %s: the state database stayed unreachable for NTT_STORE_RETRY_S; the event "
+                          "is kept in %s and applied at the backend's next start", job.action, job.project_id,
+                          job.journal_entry)
         finally:
+            if not kept:
+                self._forget(job)
             if self.markers is not None:
                 self.markers.release(job.project_id)
             if not job.is_resync:

@@ -34,6 +34,7 @@ from labelstudio_backend.predict.refresher import Refresher
 from labelstudio_backend.runtime import Runtime, limit_malloc_arenas
 from labelstudio_backend.settings import Settings
 from labelstudio_backend.store.in_flight import PredictsInFlight
+from labelstudio_backend.store.journal import EventJournal
 from labelstudio_backend.store.selection import open_pending_markers
 from labelstudio_backend.web.admission import Admission
 from labelstudio_backend.web.backend import EXTENSION, Backend
@@ -83,8 +84,10 @@ def _start_backend(settings: Settings, rt: Runtime) -> Backend:
     predictor, admission = Predictor(rt), Admission(settings.predict_slots)
     predicts = PredictsInFlight(rt.store.project_dir)
     refresher = Refresher(rt, predictor, settings.refresh_tasks, predicts)
-    worker = SyncWorker(synchronizer, rt.metrics, settings.queue_size, open_pending_markers(rt.settings, rt.store, enabled=rt.api is not None),
-                        settings.queue_max_bytes, on_change=refresher.notify, store_retry_s=settings.store_retry_s)
+    worker = SyncWorker(synchronizer, rt.metrics, settings.queue_size,
+                        open_pending_markers(rt.settings, rt.store, enabled=rt.api is not None),
+                        settings.queue_max_bytes, on_change=refresher.notify, store_retry_s=settings.store_retry_s,
+                        journal=EventJournal(settings.model_dir))
     worker.start()
     refresher.start()
     return Backend(rt, worker, synchronizer, predictor, admission, refresher, predicts)

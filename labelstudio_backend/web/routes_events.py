@@ -9,6 +9,7 @@ import dataclasses
 from flask import Blueprint, jsonify
 
 from labelstudio_backend.labelstudio.webhooks import EventError, parse_webhook
+from labelstudio_backend.store.journal import JournalError
 from labelstudio_backend.web.backend import current_backend
 from labelstudio_backend.web.requests import BadRequest, body_bytes, error_response, json_body, retry_later
 
@@ -30,7 +31,12 @@ def webhook():
         dataclasses.replace(job, size_bytes=len(body_bytes()))
     if job is None:
         return jsonify(status="ignored")
-    if not worker.submit(job):
+    try:
+        accepted = worker.submit(job)
+    except JournalError as exc:  # not accepted, so nothing is lost: the sender may try again
+        rt.metrics.add("events_refused_unwritable")
+        return retry_later(f"{exc}; the event was not accepted (free disk space or fix MODEL_DIR's permissions)", 10)
+    if not accepted:
         return retry_later("the event queue is full; retry later", 5)
     applied = job.project_id is not None and not job.is_resync and \
         worker.activity.wait_project(job.project_id, rt.settings.webhook_wait)  # LS serves the next task after this
