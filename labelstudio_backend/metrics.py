@@ -46,10 +46,16 @@ class Metrics:
                     "seconds": {k: round(v, 3) for k, v in sorted(self.seconds.items())},
                     **gauges}
 
-    def prometheus(self, gauges: dict[str, Any]) -> str:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Scrape([*self._process_families(gauges), *_project_families(gauges)]))
-        return generate_latest(registry).decode()
+    def prometheus(self, gauges: dict[str, Any], samples: list[tuple[str, ...]] | None = None) -> str:
+        """The scrape as Prometheus text. `samples`: each project's sample lines (`project_samples`), which callers
+        cache per project version; rendered here from gauges["projects"] when not given."""
+        if samples is None:
+            samples = [project_samples(project) for project in gauges.get("projects", [])]
+        parts = [_render(self._process_families(gauges))]
+        for index, header in enumerate(_blocks(_render(_project_families([])))):  # HELP and TYPE of each family
+            parts.append(header)
+            parts.extend(lines[index] for lines in samples)
+        return "".join(parts)
 
     def _process_families(self, gauges: dict[str, Any]) -> list[Metric]:
         requests = CounterMetricFamily("ntt_requests", "HTTP requests by route and status", labels=["route", "status"])
@@ -77,7 +83,24 @@ class _Scrape:
         return iter(self.families)
 
 
-def _project_families(gauges: dict[str, Any]) -> list[Metric]:
+def project_samples(project: dict[str, Any]) -> tuple[str, ...]:
+    """One project's sample lines in each per-project family, formatted (and escaped) by prometheus-client: a scrape
+    of 1,000 projects then joins cached text instead of formatting ~15,000 samples (80 ms)."""
+    return tuple(block.split("\n", 2)[2] for block in _blocks(_render(_project_families([project]))))
+
+
+def _render(families: list[Metric]) -> str:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Scrape(families))
+    return generate_latest(registry).decode()
+
+
+def _blocks(text: str) -> list[str]:
+    """The text of each family: its HELP line, its TYPE line, then its samples."""
+    return ["# HELP " + block for block in text.split("# HELP ")[1:]]
+
+
+def _project_families(projects: list[dict[str, Any]]) -> list[Metric]:
     revision = GaugeMetricFamily("ntt_memory_revision", "memory revision per project", labels=["project"])
     references = GaugeMetricFamily("ntt_references", "references per project and class", labels=["project", "label"])
     held_back = GaugeMetricFamily("ntt_references_held_back", "references beyond the memory length per class (kept, "
@@ -86,7 +109,7 @@ def _project_families(gauges: dict[str, Any]) -> list[Metric]:
                                    labels=["project", "label"])
     outcomes = CounterMetricFamily("ntt_region_outcomes", "predicted regions by what annotators did with them, and "
                                    "objects they added, per project and class", labels=["project", "label", "outcome"])
-    for project in gauges.get("projects", []):
+    for project in projects:
         pid = str(project["project"])
         if project["revision"] is None:  # the engine is not loaded yet, or the project is unreadable
             continue

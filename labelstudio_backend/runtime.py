@@ -57,6 +57,7 @@ class Runtime:
         self.images = ImageLoader(settings, self.api)
         self.store = open_project_store(settings, self.engine)
         self.gauges = PerProject()  # /metrics' per-project figures, recomputed only when the project changed
+        self.prometheus_samples = PerProject()  # the same figures as Prometheus sample lines
         self.versions = PerProject()  # /versions' per-project model_version and last change
         self._engine_factory = engine_factory or (lambda: Engine(settings.engine_config()))
         self._engine: Engine | None = None

@@ -161,18 +161,22 @@ class SyncWorker:
         """Apply `job`; while the state database cannot be reached, keep it (and every event queued behind it, in
         order) and retry with backoff for up to `store_retry_s`: an accepted event is not dropped for an outage."""
         delay, deadline = 0.25, time.monotonic() + self.store_retry_s
-        while True:
-            try:
-                self.synchronizer.handle(job)
-                return
-            except ProjectError as exc:
-                if not exc.transient or time.monotonic() + delay > deadline:
-                    raise
-                log.warning("%s for project %s: %s; the event stays queued, retrying in %.1f s", job.action,
-                            job.project_id, exc, delay)
-                self.metrics.add("events_retried")
-                time.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        try:
+            while True:
+                try:
+                    self.synchronizer.handle(job)
+                    return
+                except ProjectError as exc:
+                    if not exc.transient or time.monotonic() + delay > deadline:
+                        raise
+                    log.warning("%s for project %s: %s; the event stays queued, retrying in %.1f s", job.action,
+                                job.project_id, exc, delay)
+                    self.metrics.add("events_retried")
+                    self.activity.stall(job.project_id, True)  # /setup, /predict stop waiting for it meanwhile
+                    time.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+        finally:
+            self.activity.stall(job.project_id, False)
 
     def _process(self, job: SyncJob) -> None:
         with self._lock:

@@ -30,6 +30,7 @@ class ProjectActivity:
     def __init__(self, markers: PendingMarkers | None = None):
         self.markers = markers
         self._counts: Counter[int] = Counter()
+        self._stalled: set[int] = set()  # projects whose next event waits for the state database to come back
         self._condition = threading.Condition()
 
     def hold(self, project: int | None) -> None:
@@ -48,6 +49,19 @@ class ProjectActivity:
                 del self._counts[project]
             self._condition.notify_all()
 
+    def stall(self, project: int | None, stalled: bool) -> None:
+        """While `project`'s events wait for the state database, nobody waits for them: the answer would only come
+        later, from the same memory."""
+        if project is None:
+            return
+        with self._condition:
+            (self._stalled.add if stalled else self._stalled.discard)(project)
+            self._condition.notify_all()
+
+    def stalled(self, project: int) -> bool:
+        with self._condition:
+            return project in self._stalled
+
     def pending(self, project: int) -> int:
         with self._condition:
             return self._counts.get(project, 0)
@@ -59,6 +73,8 @@ class ProjectActivity:
         while True:
             with self._condition:
                 local = self._counts.get(project, 0)
+                if local and project in self._stalled:
+                    return False
                 if local:
                     left = deadline - time.monotonic()
                     if left <= 0:
@@ -80,6 +96,11 @@ def wait_for_events(activity: ProjectActivity, metrics, project: int, timeout: f
     busy = activity.pending(project) > 0 or (activity.markers is not None and activity.markers.others_live(project))
     if not busy:
         return True
+    if activity.stalled(project):
+        metrics.add(f"fresh_waits_skipped_{what}")
+        log.warning("project %d: %s answers with the memory last loaded: its pending events wait for the state "
+                    "database, which cannot be reached", project, what)
+        return False
     done = activity.wait_project(project, timeout)
     waited = time.perf_counter() - started
     metrics.time(f"fresh_wait {what}", waited)

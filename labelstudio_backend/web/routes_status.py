@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import Hashable
 
 from flask import Blueprint, Response, jsonify, request
 
+from labelstudio_backend.metrics import project_samples
 from labelstudio_backend.predict.thresholds import project_version, threshold_gauges
 from labelstudio_backend.report.stats import class_outcomes
 from labelstudio_backend.runtime import Runtime
@@ -32,24 +34,30 @@ def health():
 def metrics():
     backend = current_backend()
     rt = backend.runtime
-    gauges = {"queue_length": backend.worker.pending, "engine": rt.engine_status, "projects": _project_gauges(rt),
+    stamped = _project_gauges(rt)
+    gauges = {"queue_length": backend.worker.pending, "engine": rt.engine_status,
+              "projects": [gauge for _, gauge in stamped],
               "predicts_inside": backend.admission.inside, "predict_slots": backend.admission.slots}
     accept = request.headers.get("Accept", "")
     if request.args.get("format") == "prometheus" or ("text/plain" in accept and "json" not in accept):
-        return Response(rt.metrics.prometheus(gauges), mimetype="text/plain; version=0.0.4")
+        samples = [project_samples(gauge) if stamp is None else
+                   rt.prometheus_samples.get(gauge["project"], stamp, partial(project_samples, gauge))
+                   for stamp, gauge in stamped]
+        return Response(rt.metrics.prometheus(gauges, samples), mimetype="text/plain; version=0.0.4")
     return jsonify(rt.metrics.as_dict(gauges))
 
 
-def _project_gauges(rt: Runtime) -> list[dict]:
+def _project_gauges(rt: Runtime) -> list[tuple[Hashable | None, dict]]:
+    """(the project's stamp, or None when its figures are not cached, its gauges) for each project."""
     if rt.engine_status != "ready":
-        return [{"project": p, "revision": None, "references": {}} for p in rt.store.projects()]
+        return [(None, {"project": p, "revision": None, "references": {}}) for p in rt.store.projects()]
     gauges = []
     for project, stamp in rt.store.stamps().items():
         try:
-            gauges.append(rt.gauges.get(project, stamp, partial(_one_project, rt, project)))
+            gauges.append((stamp, rt.gauges.get(project, stamp, partial(_one_project, rt, project))))
         except Exception as exc:  # noqa: BLE001 - one unreadable project must not hide the others' metrics
             log.error("/metrics: project %d: %s", project, exc)
-            gauges.append({"project": project, "revision": None, "references": {}, "error": str(exc)})
+            gauges.append((None, {"project": project, "revision": None, "references": {}, "error": str(exc)}))
     return gauges
 
 

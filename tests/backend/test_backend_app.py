@@ -240,6 +240,30 @@ def test_versions_and_metrics(app, client, dataset):
     assert 'ntt_memory_revision{project="4"}' in text and "ntt_queue_length 0.0" in text
 
 
+def test_prometheus_text_is_prometheus_clients_and_follows_each_change(app, client, dataset):
+    """Each project's sample lines are cached per version of the project: the scrape must still be exactly what
+    prometheus-client renders of the whole scrape, and move with the next change."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from labelstudio_backend.metrics import _project_families, _render
+
+    def revision(text: str) -> float:
+        (family,) = [f for f in text_string_to_metric_families(text) if f.name == "ntt_memory_revision"]
+        (sample,) = family.samples
+        return sample.value
+
+    first, second = dataset.positive_ids()[:2]
+    send(app, client, created_webhook(dataset, 3, first, annotation_result(dataset, first)))
+    text = client.get("/metrics?format=prometheus").data.decode()
+    assert revision(text) == 1.0
+    send(app, client, created_webhook(dataset, 4, second, annotation_result(dataset, second)))
+    assert revision(client.get("/metrics?format=prometheus").data.decode()) == 2.0
+    metrics, gauges = app.extensions["ntt"].runtime.metrics, client.get("/metrics").json
+    whole = _render([*metrics._process_families(gauges), *_project_families(gauges["projects"])])
+    ours = metrics.prometheus(gauges)
+    assert ours == whole and 'ntt_references{label=' in ours
+
+
 def test_processes_sharing_model_dir_see_each_others_changes(make_app, dataset):
     app_a, app_b = make_app(), make_app()
     client_a, client_b = app_a.test_client(), app_b.test_client()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from support.backend_helpers import (PROJECT, annotation_result, created_webhook, predict, send, setup, snap,
                                      task_for)
+from local_stack import wait_until
 from support.local_postgres import LocalPostgres
 
 
@@ -16,8 +17,8 @@ def test_an_event_accepted_during_an_outage_is_applied_when_the_database_is_back
     server = LocalPostgres(Path(tempfile.mkdtemp(prefix="ntt-pg-outage-")) / "server")
     server.start()
     try:
-        # predict_wait: /predict waits (bounded) for the project's pending events, here one that waits for the outage
-        app = make_app(state_url=server.new_database(), predict_wait=1.0)
+        # /predict waits (bounded) for the project's pending events, but not for one that waits for the database
+        app = make_app(state_url=server.new_database(), predict_wait=60.0)
         client = app.test_client()
         first, second = dataset.positive_ids()[:2]
         send(app, client, created_webhook(dataset, 3, first, annotation_result(dataset, first)))
@@ -26,8 +27,12 @@ def test_an_event_accepted_during_an_outage_is_applied_when_the_database_is_back
         response = client.post("/webhook", json=created_webhook(dataset, 5, second,
                                                                  annotation_result(dataset, second)))
         assert response.status_code in (200, 503), response.json  # accepted, or a clear 503 with Retry-After
+        activity = app.extensions["ntt"].worker.activity
+        wait_until(lambda: activity.stalled(PROJECT), 30, interval=0.05, what="the event to wait for the database")
         served = predict(client, [task_for(dataset, dataset.positive_ids()[2])])[0]
-        assert served["model_version"] == version and served["result"]  # the memory last loaded
+        assert served["model_version"] == version and served["result"]  # the memory last loaded, at once
+        counters = app.extensions["ntt"].runtime.metrics.counters
+        assert counters["fresh_waits_skipped_predict"] == 1 and "fresh_wait_timeouts_predict" not in counters
         resumed = threading.Timer(1.5, server.resume)
         resumed.start()
         assert app.extensions["ntt"].worker.wait_idle(60)
