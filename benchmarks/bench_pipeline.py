@@ -73,7 +73,7 @@ def reference_costs(engine, other: tuple, target: tuple) -> tuple[float, float, 
     return forward, new_image, cached, forwards
 
 
-def measure_preset(preset: str, threads: int, size: tuple[int, int]) -> dict:
+def measure_preset(preset: str, threads: int, size: tuple[int, int], device: str = "auto") -> dict:
     import torch
     from generated_samples import generated_samples
     from ntt_engine import Engine, EngineConfig
@@ -84,18 +84,24 @@ def measure_preset(preset: str, threads: int, size: tuple[int, int]) -> dict:
     (ref_image, ref_labels, ref_masks), (target, target_labels, target_masks), (other, other_labels, other_masks) = \
         samples
 
-    engine = Engine(EngineConfig.preset(preset, random_weights=True))
+    engine = Engine(EngineConfig.preset(preset, random_weights=True, device=device))
+    on_gpu = torch.cuda.is_available() and device != "cpu"
+    if on_gpu:  # a stage's time includes the GPU work it queued
+        engine.stage_times.synchronize = torch.cuda.synchronize
     started = time.perf_counter()
     engine.add_reference("ref", ref_image, ref_labels, ref_masks)
     add_reference_cold = time.perf_counter() - started
 
     engine.stage_times.reset()
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     instances = engine.predict(target)
     with engine.stage_times.measure("output_rle"):
         encoded = [mask_to_rle(inst.mask) for inst in instances]
     cold = time.perf_counter() - started
     stages = engine.stage_times.snapshot()
+    peak_gpu = torch.cuda.max_memory_allocated() / 2 ** 20 if on_gpu else None
     prompts = engine.analyse(target).prompts_used
 
     dinov2_forward, add_reference_new, add_reference_cached, forwards_for_cached_reference = \
@@ -124,7 +130,9 @@ def measure_preset(preset: str, threads: int, size: tuple[int, int]) -> dict:
         "dinov2_forward_s": dinov2_forward, "add_reference_cached_image_s": add_reference_cached,
         "dinov2_forwards_for_cached_reference": forwards_for_cached_reference,
         "matching_1000_refs_per_class_added_ms": 1000 * (matching_big - matching_small),
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": peak_rss_mib(), "peak_gpu_mib_cold_predict": peak_gpu,
+        "device": str(engine.config.device if not on_gpu else torch.cuda.get_device_name()),
+        "decoder_batch": engine.proposer.points_batch_size,
     }
 
 
@@ -157,7 +165,9 @@ def chart(results: list[dict], path: Path) -> None:
             left += width
     ax.set_yticks(range(len(results)), [f"{r['preset']} ({r['prompts']} prompts)" for r in results])
     ax.set_xlabel("seconds per image (cold)")
-    ax.set_title(f"ntt stage costs, {results[0]['image']} image, {results[0]['threads']} CPU threads")
+    where = results[0].get("device") if results[0].get("peak_gpu_mib_cold_predict") is not None else \
+        f"{results[0]['threads']} CPU threads"
+    ax.set_title(f"ntt stage costs, {results[0]['image']} image, {where}")
     ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.35))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -169,17 +179,19 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--size", default="640x480", help="image WIDTHxHEIGHT")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
+    parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:1")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     width, height = map(int, args.size.split("x"))
     if args.worker:
-        print(json.dumps(measure_preset(args.worker, args.threads, (width, height))))
+        print(json.dumps(measure_preset(args.worker, args.threads, (width, height), args.device)))
         return 0
     results = []
     for preset in args.presets:
         print(f"[bench] {preset} ...", flush=True)
         run = subprocess.run([sys.executable, __file__, "--worker", preset, "--threads", str(args.threads),
-                              "--size", args.size], capture_output=True, text=True, check=True)
+                              "--size", args.size, "--device", args.device], capture_output=True, text=True,
+                             check=True)
         results.append(json.loads(run.stdout.strip().splitlines()[-1]))
     report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                          f"{args.threads} torch threads, {platform.python_version()}",
@@ -202,6 +214,9 @@ def main() -> int:
               f"{r['dinov2_forwards_for_cached_reference']} DINOv2 forward(s)")
         print(f"  1,000 refs/class add to matching   {r['matching_1000_refs_per_class_added_ms']:.1f} ms")
         print(f"  peak RSS                           {r['peak_rss_mib']:.0f} MiB")
+        if r["peak_gpu_mib_cold_predict"] is not None:
+            print(f"  peak GPU memory (cold predict)     {r['peak_gpu_mib_cold_predict']:.0f} MiB "
+                  f"({r['device']}, decoder batches of {r['decoder_batch']})")
     print(f"\nmemory file, 30-shot x 80 classes x 1024-d: {report['memory_file_30shot_80class_bytes'] / 2**20:.2f} MiB")
     print(f"wrote {args.out / 'bench_pipeline.json'} and {args.out / 'bench_pipeline.png'}")
     return 0
