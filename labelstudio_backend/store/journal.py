@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labelstudio_backend.labelstudio.webhooks import SyncJob
+from labelstudio_backend.store.live_files import create_locked
 from ntt_engine.memory import atomic_write_bytes
 
 try:
@@ -100,15 +101,8 @@ class EventJournal:
             final = self.root / self.token
             temp = self.root / f"{self.token}.new"
             temp.mkdir(parents=True, exist_ok=True)
-            fd = os.open(temp / OWNER, os.O_CREAT | os.O_RDWR, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                os.write(fd, f"{os.getpid()}\n".encode())
-                os.replace(temp, final)
-            except BaseException:
-                os.close(fd)
-                raise
-            self._folder, self._owner_fd = final, fd
+            self._owner_fd = create_locked(temp / OWNER, temp, final)
+            self._folder = final
         return self._folder
 
     def claim_orphans(self) -> Orphans:

@@ -18,6 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
+from labelstudio_backend.store.live_files import create_locked
+
 try:
     import fcntl
 except ImportError:  # not a POSIX system: no markers (the resync on "Start training" still recovers)
@@ -77,15 +79,7 @@ class PendingMarkers:
         final = self.path(project)
         final.parent.mkdir(parents=True, exist_ok=True)
         temp = final.with_name(final.name + ".new")
-        fd = os.open(temp, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            os.replace(temp, final)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return create_locked(temp, temp, final)
 
     def claim_orphans(self, project: int) -> list[str]:
         """Markers of `project` left by dead processes, removed now: their events were lost. Live processes hold
