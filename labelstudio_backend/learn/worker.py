@@ -85,6 +85,12 @@ class SyncWorker:
             self._forget(job)
         return accepted
 
+    def _requeue(self, job: SyncJob) -> None:
+        """A deferred event, queued again (it is still in the journal)."""
+        if not self._enqueue(job, job.is_resync):
+            log.error("%s for project %s could not be queued again (the queue is full); it stays in %s for the "
+                      "next start", job.action, job.project_id, job.journal_entry)
+
     def _forget(self, job: SyncJob) -> None:
         if self.journal is not None:
             self.journal.remove(job.journal_entry)
@@ -185,7 +191,7 @@ class SyncWorker:
                 self._pending_resyncs.discard(job.project_id)
         started = time.perf_counter()
         before = self._revision(job.project_id)
-        kept = False  # written down, and left there for the next start
+        kept = False  # written down, left in the journal and queued again later
         try:
             self._handle_retrying(job)
             self.metrics.add("events_applied")
@@ -193,17 +199,19 @@ class SyncWorker:
                     self._revision(job.project_id) != before:
                 self.on_change(job.project_id)
         except Exception as exc:  # noqa: BLE001 - one bad event must not stop the worker
-            self.metrics.add("events_failed")
-            log.exception("applying %s for project %s failed", job.action, job.project_id)
-            # before the release below wakes the /webhook that waits for it
-            job.outcome.fail(str(exc) if isinstance(exc, ProjectError) else f"{type(exc).__name__}: {exc}",
-                             retryable=isinstance(exc, ProjectError))
-            self.synchronizer.mark_unsynced(job.project_id)
             kept = isinstance(exc, ProjectError) and exc.transient and job.journal_entry is not None
             if kept:
-                log.error("%s for project %s: the state database stayed unreachable for NTT_STORE_RETRY_S; the event "
-                          "is kept in %s and applied at the backend's next start", job.action, job.project_id,
-                          job.journal_entry)
+                self.metrics.add("events_deferred")
+                log.error("%s for project %s: the state database stayed unreachable for NTT_STORE_RETRY_S (%s); the "
+                          "event stays written down in %s and is queued again in %.0f s (or applied at the next "
+                          "start)", job.action, job.project_id, exc, job.journal_entry, self.store_retry_s)
+            else:
+                self.metrics.add("events_failed")
+                log.exception("applying %s for project %s failed", job.action, job.project_id)
+                # before the release below wakes the /webhook that waits for it
+                job.outcome.fail(str(exc) if isinstance(exc, ProjectError) else f"{type(exc).__name__}: {exc}",
+                                 retryable=isinstance(exc, ProjectError))
+            self.synchronizer.mark_unsynced(job.project_id)
         finally:
             if not kept:
                 self._forget(job)
@@ -211,6 +219,10 @@ class SyncWorker:
                 self.markers.release(job.project_id)
             if not job.is_resync:
                 self.activity.release(job.project_id)
+            if kept:  # the events behind it go first meanwhile (nothing older than what a project holds applies)
+                retry = threading.Timer(self.store_retry_s, self._requeue, (job,))
+                retry.daemon = True
+                retry.start()
             elapsed = time.perf_counter() - started
             self.metrics.time("sync", elapsed)
             log.debug("%s for project %s done in %.2f s (%.1f s after it arrived)", job.action, job.project_id,
