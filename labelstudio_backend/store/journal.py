@@ -23,13 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labelstudio_backend.labelstudio.webhooks import SyncJob
-from labelstudio_backend.store.live_files import create_locked
+from labelstudio_backend.store.live_files import SUPPORTED, create_locked, lock_if_dead
 from ntt_engine.memory import atomic_write_bytes
-
-try:
-    import fcntl
-except ImportError:  # not a POSIX system: no journal (events queued in memory only, as before)
-    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +63,9 @@ class Orphans:
 
 
 class EventJournal:
-    def __init__(self, model_dir: Path, enabled: bool = True):
+    def __init__(self, model_dir: Path):
         self.root = Path(model_dir) / DIRECTORY
-        self.enabled = enabled and fcntl is not None
+        self.enabled = SUPPORTED  # not a POSIX system: no journal (events queued in memory only)
         self.token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self._lock = threading.Lock()
         self._folder: Path | None = None
@@ -136,14 +131,10 @@ class EventJournal:
             fd = os.open(folder / OWNER, os.O_RDWR)
         except OSError:
             return None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(fd).st_nlink == 0:  # another process took it over and removed it while we looked
-                raise OSError("gone")
-        except OSError:
-            os.close(fd)
-            return None
-        return fd
+        if lock_if_dead(fd):
+            return fd
+        os.close(fd)
+        return None
 
     def discard(self, orphans: Orphans) -> None:
         """Remove the taken-over folders (their events are in this process's journal now); unreadable entries

@@ -11,6 +11,8 @@ try:
 except ImportError:  # not a POSIX system: callers turn their markers off
     fcntl = None  # type: ignore[assignment]
 
+SUPPORTED = fcntl is not None
+
 
 def create_locked(lock_file: Path, temp: Path, final: Path) -> int:
     """Open `lock_file` (which is `temp` or inside it), lock it and write this process's pid, then rename `temp` to
@@ -25,3 +27,14 @@ def create_locked(lock_file: Path, temp: Path, final: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def lock_if_dead(fd: int) -> bool:
+    """Try to take the lock of another process's live file, open as `fd`: True when its process is dead (the lock
+    was free) and the file is still linked (not removed, by its owner or by a process taking it over, while we
+    looked). The lock is then held until `fd` is closed."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # its process is alive
+    return os.fstat(fd).st_nlink > 0

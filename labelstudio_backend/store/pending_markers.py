@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from labelstudio_backend.store.live_files import create_locked
+from labelstudio_backend.store.live_files import create_locked, lock_if_dead
 
 try:
     import fcntl
@@ -88,15 +88,10 @@ class PendingMarkers:
             return []
         claimed = []
         for path, fd in self._open_others(project):
+            if not lock_if_dead(fd):
+                continue  # its process is alive, or it released the marker while we looked
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # its process is alive
-            st = os.fstat(fd)
-            if st.st_nlink == 0:
-                continue  # released normally while we looked
-            try:
-                if os.stat(path).st_ino != st.st_ino:
+                if os.stat(path).st_ino != os.fstat(fd).st_ino:
                     continue  # replaced by a new live marker meanwhile
                 os.unlink(path)
             except OSError:
